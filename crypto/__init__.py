@@ -1,0 +1,1 @@
+"""Object encryption and the key hierarchy; no HTTP and no I/O but the key store."""

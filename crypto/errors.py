@@ -1,0 +1,49 @@
+"""Errors raised by the crypto package, grouped by kind."""
+
+__all__ = [
+    "CryptoError",
+    "DecryptionFailed",
+    "KeyHierarchyError",
+    "KeyRevoked",
+    "KeyUnavailable",
+    "SizeMismatch",
+    "UnknownAccessKey",
+    "UnknownOrganisation",
+]
+
+
+class CryptoError(Exception):
+    """Base class of every error raised by the crypto package."""
+
+
+class DecryptionFailed(CryptoError):
+    """An object, header or wrapped key failed to open.
+
+    Every cause (bad tag, bad commitment, bad header tag, impossible size)
+    raises this one class, so callers cannot tell them apart; the message
+    names the check for the server log.
+    """
+
+
+class SizeMismatch(CryptoError):
+    """The plaintext fed to a sealer differs from its declared size."""
+
+
+class KeyHierarchyError(CryptoError):
+    """Base class of key hierarchy errors."""
+
+
+class UnknownOrganisation(KeyHierarchyError):
+    """No organisation has that name or id."""
+
+
+class UnknownAccessKey(KeyHierarchyError):
+    """No credentials have that access key id."""
+
+
+class KeyRevoked(KeyHierarchyError):
+    """The organisation's key was revoked; its data can never be read again."""
+
+
+class KeyUnavailable(KeyHierarchyError):
+    """The key exists but cannot be used now; a later retry may succeed."""
