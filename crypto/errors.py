@@ -5,7 +5,10 @@ __all__ = [
     "DecryptionFailed",
     "KeyHierarchyError",
     "KeyRevoked",
+    "KeyStoreError",
     "KeyUnavailable",
+    "MasterKeyError",
+    "OrganisationExists",
     "SizeMismatch",
     "UnknownAccessKey",
     "UnknownOrganisation",
@@ -47,3 +50,18 @@ class KeyRevoked(KeyHierarchyError):
 
 class KeyUnavailable(KeyHierarchyError):
     """The key exists but cannot be used now; a later retry may succeed."""
+
+
+class MasterKeyError(KeyHierarchyError):
+    """The master key is unsafe, malformed or not the key that wrapped the store.
+
+    The message names the fix: a file mode, a file size or the key id to load.
+    """
+
+
+class OrganisationExists(KeyHierarchyError):
+    """Another organisation already has that name."""
+
+
+class KeyStoreError(KeyHierarchyError):
+    """The key store database cannot be used or did not finish an operation."""
