@@ -1,0 +1,145 @@
+"""The aiohttp application: lifecycle, error rendering, access log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from crypto.errors import KeyRevoked, KeyUnavailable, UnknownOrganisation
+from crypto.keyring import KeyRing
+from proxy.addressing import parse_target
+from proxy.auth import authenticate, key_revoked
+from proxy.catalogue import Catalogue
+from proxy.context import SERVICES, S3Request, Services
+from proxy.dispatch import handler_for
+from proxy.errors import S3Error
+from proxy.keys import open_keyring
+from proxy.settings import Settings
+from proxy.upstream import Upstream
+
+__all__ = ["AccessLogger", "create_app"]
+
+log = logging.getLogger("byok.server")
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the proxy application; services open when the app starts."""
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app.cleanup_ctx.append(_services(settings))
+    app.router.add_route("*", "/{tail:.*}", _handle)
+    app.on_response_prepare.append(_add_request_id)
+    return app
+
+
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    request_id = request.get("request_id")
+    if request_id is not None:
+        response.headers["x-amz-request-id"] = request_id
+        response.headers["x-amz-id-2"] = request_id
+
+
+def _services(settings: Settings):  # type: ignore[no-untyped-def]
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        keyring: KeyRing = open_keyring(settings.data_dir, ttl=settings.key_cache_ttl)
+        catalogue = Catalogue(settings.data_dir / "catalogue.sqlite3")
+        upstream = Upstream(settings)
+        await upstream.start()
+        app[SERVICES] = Services(settings, keyring, catalogue, upstream)
+        log.info(
+            "server.started upstream=%s data_dir=%s",
+            settings.upstream_base,
+            settings.data_dir,
+        )
+        try:
+            yield
+        finally:
+            await upstream.close()
+            catalogue.close()
+            keyring.close()
+            log.info("server.stopped")
+
+    return lifecycle
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    request_id = secrets.token_hex(8).upper()
+    request["request_id"] = request_id
+    try:
+        response = await _serve(request, request_id)
+    except S3Error as error:
+        response = _error_response(error, request_id)
+    except KeyRevoked:
+        response = _error_response(key_revoked(), request_id)
+    except KeyUnavailable:
+        response = _error_response(
+            S3Error(
+                "KeyUnavailable",
+                "The organisation's key is not available right now; retry later",
+                503,
+            ),
+            request_id,
+        )
+    except UnknownOrganisation:
+        response = _error_response(
+            S3Error("AccessDenied", "Access Denied", 403), request_id
+        )
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("request.failed request=%s", request_id)
+        response = _error_response(
+            S3Error("InternalError", "We encountered an internal error. Retry.", 500),
+            request_id,
+        )
+    return response
+
+
+async def _serve(request: web.Request, request_id: str) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    identity = authenticate(request, services.keyring)
+    services.keyring.ensure_active(identity.org_id)
+    target = parse_target(
+        request.raw_path, request.headers.get("Host", ""), services.settings.domain
+    )
+    s3 = S3Request(request, services, identity, target, request.query, request_id)
+    request["org"] = identity.access_key_id
+    handler = handler_for(s3)
+    return await handler(s3)
+
+
+def _error_response(error: S3Error, request_id: str) -> web.Response:
+    if error.status == 304:
+        return web.Response(status=304, headers=error.headers)
+    response = web.Response(
+        status=error.status,
+        body=error.to_xml(request_id),
+        content_type="application/xml",
+        headers=error.headers,
+    )
+    return response
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request; the path without its query, which may hold a
+    presigned signature."""
+
+    def log(
+        self, request: web.BaseRequest, response: web.StreamResponse, time: float
+    ) -> None:
+        self.logger.info(
+            "%s %s %s %d %d %.3fs request=%s key=%s",
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            response.body_length,
+            time,
+            request.get("request_id", "-"),
+            request.get("org", "-"),
+        )

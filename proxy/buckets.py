@@ -1,0 +1,159 @@
+"""Bucket handlers: create, delete, head, list buckets and list objects."""
+
+from __future__ import annotations
+
+import time
+from xml.etree.ElementTree import Element
+
+from aiohttp import web
+
+from crypto.errors import DecryptionFailed
+from crypto.sizes import plaintext_size
+from proxy.addressing import validate_bucket_name
+from proxy.catalogue import BucketTaken
+from proxy.context import S3Request
+from proxy.errors import S3Error
+from proxy.passthrough import read_body, upstream_bytes
+from proxy.s3xml import NAMESPACE, parse_xml, to_bytes
+
+__all__ = [
+    "create_bucket",
+    "delete_bucket",
+    "head_bucket",
+    "list_buckets",
+    "list_objects",
+    "require_owner",
+]
+
+_XML = "application/xml"
+_LIST_QUERY = (
+    "continuation-token",
+    "delimiter",
+    "encoding-type",
+    "fetch-owner",
+    "list-type",
+    "marker",
+    "max-keys",
+    "prefix",
+    "start-after",
+)
+
+
+def require_owner(s3: S3Request) -> None:
+    """Raise unless the requesting organisation owns the addressed bucket.
+
+    A bucket nobody owns through the proxy answers NoSuchBucket when the
+    object store lacks it too, and AccessDenied otherwise; the caller checks
+    the store only when the catalogue does not know the bucket.
+    """
+    owner = s3.services.catalogue.bucket_owner(s3.bucket)
+    if owner is None:
+        raise S3Error(
+            "NoSuchBucket",
+            "The specified bucket does not exist",
+            404,
+            resource=s3.bucket,
+        )
+    if owner != s3.org_id:
+        raise S3Error("AccessDenied", "Access Denied", 403, resource=s3.bucket)
+
+
+async def create_bucket(s3: S3Request) -> web.StreamResponse:
+    """Create a bucket upstream and record the organisation as its owner."""
+    validate_bucket_name(s3.bucket)
+    body = await read_body(s3)
+    catalogue = s3.services.catalogue
+    owner = catalogue.bucket_owner(s3.bucket)
+    if owner == s3.org_id:
+        raise S3Error(
+            "BucketAlreadyOwnedByYou",
+            "Your previous request to create the named bucket succeeded and you "
+            "already own it.",
+            409,
+        )
+    if owner is not None:
+        raise _bucket_exists()
+    await upstream_bytes(s3, "PUT", body=body or None)
+    try:
+        catalogue.claim_bucket(s3.bucket, s3.org_id, time.time())
+    except BucketTaken:
+        raise _bucket_exists() from None
+    return web.Response(status=200, headers={"Location": f"/{s3.bucket}"})
+
+
+async def delete_bucket(s3: S3Request) -> web.StreamResponse:
+    """Delete an empty bucket and release its ownership."""
+    require_owner(s3)
+    await upstream_bytes(s3, "DELETE", expect=(204, 200))
+    s3.services.catalogue.release_bucket(s3.bucket)
+    return web.Response(status=204)
+
+
+async def head_bucket(s3: S3Request) -> web.StreamResponse:
+    """Answer 200 for a bucket the organisation owns."""
+    require_owner(s3)
+    await upstream_bytes(s3, "HEAD")
+    return web.Response(status=200)
+
+
+async def list_buckets(s3: S3Request) -> web.StreamResponse:
+    """List the buckets of the requesting organisation only."""
+    body, _ = await upstream_bytes(s3, "GET")
+    root = parse_xml(body, what="bucket list")
+    owned = s3.services.catalogue.buckets_of(s3.org_id)
+    buckets = root.find("Buckets")
+    if buckets is not None:
+        for bucket in list(buckets):
+            if bucket.findtext("Name") not in owned:
+                buckets.remove(bucket)
+    return _xml_answer(root)
+
+
+async def list_objects(s3: S3Request) -> web.StreamResponse:
+    """List objects (V1 or V2) with plaintext sizes."""
+    require_owner(s3)
+    query = [(n, v) for n, v in s3.query.items() if n in _LIST_QUERY]
+    body, _ = await upstream_bytes(s3, "GET", query=query)
+    root = parse_xml(body, what="object list")
+    for entry in root.iter("Contents"):
+        _rewrite_entry(s3, entry)
+    return _xml_answer(root)
+
+
+def _rewrite_entry(s3: S3Request, entry: Element) -> None:
+    size_element = entry.find("Size")
+    key = entry.findtext("Key") or ""
+    etag = entry.findtext("ETag") or ""
+    if size_element is None or not (size_element.text or "").isdigit():
+        return
+    stored = int(size_element.text or "0")
+    size = _listed_size(s3, key, etag, stored)
+    if size is not None:
+        size_element.text = str(size)
+    # TODO: list plaintext ETags; the listing still shows the object
+    # store's ETag of the ciphertext.
+
+
+def _listed_size(s3: S3Request, key: str, etag: str, stored: int) -> int | None:
+    record = s3.services.catalogue.object(s3.bucket, key, etag)
+    if record is not None:
+        return record.plaintext_size
+    try:
+        return plaintext_size(stored)
+    except DecryptionFailed:
+        return None
+
+
+def _xml_answer(root: Element) -> web.Response:
+    root.set("xmlns", NAMESPACE)
+    return web.Response(body=to_bytes(root), content_type=_XML)
+
+
+def _bucket_exists() -> S3Error:
+    return S3Error(
+        "BucketAlreadyExists",
+        "The requested bucket name is not available. Select a different name "
+        "and try again.",
+        409,
+    )
+

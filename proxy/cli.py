@@ -1,0 +1,276 @@
+"""The `byok-proxy` command line: serve, organisations, credentials, routes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crypto.errors import CryptoError
+from crypto.header import Purpose
+from crypto.keyring import KeyRing
+from proxy.catalogue import Catalogue, Route
+from proxy.keys import open_keyring
+from proxy.settings import ConfigError, Settings, load_config_file
+
+__all__ = ["main"]
+
+_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("byok-data"),
+    show_default=True,
+    envvar="BYOK_PROXY_DATA_DIR",
+    help="Directory of the master key, key store and catalogue.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Transparent encrypting S3 proxy with keys held by their owners."""
+
+
+@main.command()
+@_DATA_DIR
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="BYOK_PROXY_CONFIG",
+    help="TOML file with any of these settings.",
+)
+@click.option(
+    "--listen",
+    envvar="BYOK_PROXY_LISTEN",
+    help="Address to listen on, HOST:PORT.  [default: 127.0.0.1:8080]",
+)
+@click.option(
+    "--upstream-url",
+    envvar="BYOK_PROXY_UPSTREAM_URL",
+    help="URL of the S3 object store.  [default: http://127.0.0.1:9000]",
+)
+@click.option(
+    "--upstream-access-key",
+    envvar="BYOK_PROXY_UPSTREAM_ACCESS_KEY",
+    help="Access key id of the proxy's own object store account.",
+)
+@click.option(
+    "--upstream-secret-key",
+    envvar="BYOK_PROXY_UPSTREAM_SECRET_KEY",
+    help="Secret key of the proxy's own object store account.",
+)
+@click.option(
+    "--upstream-region",
+    envvar="BYOK_PROXY_UPSTREAM_REGION",
+    help="Region to sign upstream requests for.  [default: us-east-1]",
+)
+@click.option(
+    "--domain",
+    envvar="BYOK_PROXY_DOMAIN",
+    help="Base domain for virtual-hosted-style requests (BUCKET.DOMAIN).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def serve(data_dir: Path, config_file: Path | None, log_level: str,
+          **options: Any) -> None:  # fmt: skip
+    """Run the proxy until interrupted."""
+    from proxy.server import run
+
+    _configure_logging(log_level)
+    try:
+        settings = _settings(data_dir, config_file, options)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    run(settings)
+
+
+@main.group()
+def org() -> None:
+    """Manage organisations."""
+
+
+@org.command("create")
+@_DATA_DIR
+@click.argument("name")
+def org_create(data_dir: Path, name: str) -> None:
+    """Create an organisation with its organisation key and DEKs."""
+    with _keyring(data_dir) as keyring:
+        organisation = keyring.create_organisation(name)
+    click.echo(f"created organisation {organisation.name} ({organisation.id.hex()})")
+
+
+@org.command("list")
+@_DATA_DIR
+def org_list(data_dir: Path) -> None:
+    """List organisations and their states."""
+    with _keyring(data_dir) as keyring:
+        for organisation in keyring.organisations():
+            click.echo(
+                f"{organisation.name}\t{organisation.state}\t{organisation.id.hex()}"
+            )
+
+
+@org.command("revoke")
+@_DATA_DIR
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Revoke without asking for confirmation.")
+def org_revoke(data_dir: Path, name: str, yes: bool) -> None:
+    """Revoke an organisation's key: its data can never be read again."""
+    if not yes:
+        click.confirm(
+            f"Revoke the key of organisation {name!r}? Every object it stored "
+            "becomes permanently unreadable",
+            abort=True,
+        )
+    with _keyring(data_dir) as keyring:
+        keyring.revoke(name)
+    click.echo(f"revoked organisation {name}")
+
+
+@main.group()
+def credentials() -> None:
+    """Manage S3 access keys."""
+
+
+@credentials.command("create")
+@_DATA_DIR
+@click.argument("org_name", metavar="ORG")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def credentials_create(data_dir: Path, org_name: str, as_json: bool) -> None:
+    """Create an access key for ORG; the secret is shown only this once."""
+    with _keyring(data_dir) as keyring:
+        access_key_id, secret = keyring.create_credentials(org_name)
+    if as_json:
+        click.echo(json.dumps({
+            "organisation": org_name,
+            "access_key_id": access_key_id,
+            "secret_access_key": secret,
+        }))  # fmt: skip
+        return
+    click.echo(f"access key id:     {access_key_id}")
+    click.echo(f"secret access key: {secret}")
+    click.echo("The secret is not shown again; store it now.")
+
+
+@main.group()
+def route() -> None:
+    """Map buckets and key prefixes to DEK purposes (default: files)."""
+
+
+@route.command("set")
+@_DATA_DIR
+@click.argument("bucket")
+@click.argument("prefix")
+@click.argument("purpose", type=click.Choice([p.label for p in Purpose]))
+def route_set(data_dir: Path, bucket: str, prefix: str, purpose: str) -> None:
+    """Encrypt new objects under BUCKET/PREFIX with the PURPOSE DEK."""
+    with _catalogue(data_dir) as catalogue:
+        catalogue.set_route(Route(bucket, prefix, Purpose.parse(purpose)))
+    click.echo(f"objects under {bucket}/{prefix} now use the {purpose} key")
+
+
+@route.command("remove")
+@_DATA_DIR
+@click.argument("bucket")
+@click.argument("prefix")
+def route_remove(data_dir: Path, bucket: str, prefix: str) -> None:
+    """Remove the route of BUCKET/PREFIX."""
+    with _catalogue(data_dir) as catalogue:
+        if not catalogue.remove_route(bucket, prefix):
+            raise click.ClickException(f"no route for {bucket}/{prefix}")
+    click.echo(f"removed the route of {bucket}/{prefix}")
+
+
+@route.command("list")
+@_DATA_DIR
+def route_list(data_dir: Path) -> None:
+    """List routes."""
+    with _catalogue(data_dir) as catalogue:
+        for entry in catalogue.routes():
+            click.echo(
+                f"{entry.bucket}\t{entry.prefix or '(all)'}\t{entry.purpose.label}"
+            )
+
+
+@main.command()
+@_DATA_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def status(data_dir: Path, as_json: bool) -> None:
+    """Show organisations, key versions and states; never key material."""
+    with _keyring(data_dir) as keyring:
+        summary = keyring.status().as_dict()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    _print_status(summary)
+
+
+def _print_status(summary: dict[str, Any]) -> None:
+    click.echo(f"master key: {summary.get('master_key_id', '?')}")
+    for entry in summary.get("organisations", []):
+        click.echo(json.dumps(entry, default=str))
+
+
+def _settings(
+    data_dir: Path, config_file: Path | None, options: dict[str, Any]
+) -> Settings:
+    values: dict[str, Any] = load_config_file(config_file) if config_file else {}
+    values.setdefault("data_dir", data_dir)
+    for name, value in options.items():
+        if value is not None:
+            values[name] = value
+    listen = values.pop("listen", None)
+    if listen is not None:
+        host, _, port = str(listen).rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"listen address {listen!r} must be HOST:PORT")
+        values["listen_host"], values["listen_port"] = host.strip("[]"), int(port)
+    values["data_dir"] = Path(values["data_dir"])
+    return Settings(**values)
+
+
+class _keyring:
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+
+    def __enter__(self) -> KeyRing:
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._keyring = open_keyring(self._data_dir)
+        except (CryptoError, ValueError, OSError) as error:
+            raise click.ClickException(str(error)) from None
+        return self._keyring
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        self._keyring.close()
+        if isinstance(error, (CryptoError, ValueError)):
+            raise click.ClickException(str(error)) from None
+
+
+class _catalogue:
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+
+    def __enter__(self) -> Catalogue:
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._catalogue = Catalogue(self._data_dir / "catalogue.sqlite3")
+        return self._catalogue
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        self._catalogue.close()
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )

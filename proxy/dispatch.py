@@ -1,0 +1,121 @@
+"""Route an S3 request to its handler by method, target and subresource."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from proxy import buckets, multipart, objects
+from proxy.context import S3Request
+from proxy.errors import S3Error
+from proxy.passthrough import forward, read_body
+
+__all__ = ["Handler", "handler_for"]
+
+Handler = Callable[[S3Request], Awaitable[web.StreamResponse]]
+
+# Subresources the proxy does not offer; everything else with one of these
+# query names is rejected rather than passed through unencrypted or unchecked.
+_UNSUPPORTED = (
+    "accelerate", "acl", "analytics", "attributes", "cors", "encryption",
+    "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
+    "metrics", "notification", "object-lock", "ownershipControls", "policy",
+    "policyStatus", "publicAccessBlock", "replication", "requestPayment",
+    "restore", "retention", "select", "tagging", "torrent", "versions",
+    "website",
+)  # fmt: skip
+
+
+def handler_for(s3: S3Request) -> Handler:
+    """Return the handler for a request, or raise NotImplemented / MethodNotAllowed."""
+    for name in _UNSUPPORTED:
+        if name in s3.query:
+            raise _not_implemented(name)
+    if not s3.bucket:
+        return _service(s3)
+    if not s3.key:
+        return _bucket(s3)
+    return _object(s3)
+
+
+def _service(s3: S3Request) -> Handler:
+    if s3.http.method == "GET":
+        return buckets.list_buckets
+    raise _not_allowed(s3)
+
+
+def _bucket(s3: S3Request) -> Handler:
+    method, query = s3.http.method, s3.query
+    if method == "GET" and "uploads" in query:
+        return _owned(_forward_get)
+    if method == "GET" and "location" in query:
+        return _owned(_forward_get)
+    if method == "GET" and "versioning" in query:
+        return _owned(_forward_get)
+    if method == "POST" and "delete" in query:
+        return _owned(objects.delete_objects)
+    table: dict[str, Handler] = {
+        "GET": buckets.list_objects,
+        "HEAD": buckets.head_bucket,
+        "PUT": buckets.create_bucket,
+        "DELETE": buckets.delete_bucket,
+    }
+    if method in table:
+        return table[method]
+    raise _not_allowed(s3)
+
+
+def _object(s3: S3Request) -> Handler:
+    method, query = s3.http.method, s3.query
+    if "x-amz-copy-source" in s3.http.headers:
+        # TODO: CopyObject and UploadPartCopy re-encrypt under the destination.
+        raise _not_implemented("copy")
+    if "uploadId" in query:
+        table = {
+            "PUT": multipart.upload_part,
+            "POST": multipart.complete_upload,
+            "DELETE": multipart.abort_upload,
+            "GET": multipart.list_parts,
+        }
+    elif "uploads" in query:
+        table = {"POST": multipart.create_upload}
+    else:
+        table = {
+            "PUT": objects.put_object,
+            "GET": objects.get_object,
+            "HEAD": objects.head_object,
+            "DELETE": objects.delete_object,
+        }
+    if method not in table:
+        raise _not_allowed(s3)
+    return _owned(table[method])
+
+
+def _owned(handler: Handler) -> Handler:
+    async def checked(s3: S3Request) -> web.StreamResponse:
+        buckets.require_owner(s3)
+        return await handler(s3)
+
+    return checked
+
+
+async def _forward_get(s3: S3Request) -> web.StreamResponse:
+    await read_body(s3)
+    return await forward(s3, "GET", query=list(s3.query.items()))
+
+
+def _not_implemented(feature: str) -> S3Error:
+    return S3Error(
+        "NotImplemented",
+        f"The proxy does not implement the {feature!r} feature",
+        501,
+    )
+
+
+def _not_allowed(s3: S3Request) -> S3Error:
+    return S3Error(
+        "MethodNotAllowed",
+        f"The specified method {s3.http.method} is not allowed against this resource.",
+        405,
+    )

@@ -1,0 +1,248 @@
+"""Object handlers: PutObject, GetObject, HeadObject, DeleteObject."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from crypto.header import Layout, seal_header
+from crypto.sizes import sealed_size
+from crypto.stream import StreamSealer
+from proxy.body import RequestBody, plaintext_length
+from proxy.catalogue import ObjectRecord
+from proxy.conditions import check_conditions
+from proxy.context import S3Request
+from proxy.errors import S3Error
+from proxy.headers import (
+    HEADER_METADATA,
+    client_object_headers,
+    upstream_object_headers,
+)
+from proxy.passthrough import forward, read_body
+from proxy.ranges import parse_range
+from proxy.s3xml import parse_xml
+from proxy.sigv4 import payload_mode
+from proxy.stored import (
+    StoredObject,
+    md5_etag,
+    object_etag,
+    open_stored,
+    sealed_etag,
+)
+from proxy.streams import Failure, guarded, send_upstream_write, stream_plaintext
+from proxy.transfer import Piece, plan_multipart, plan_single, sealed_chunks
+
+__all__ = [
+    "delete_object",
+    "delete_objects",
+    "get_object",
+    "head_object",
+    "put_object",
+]
+
+log = logging.getLogger("byok.objects")
+
+_VERSION_QUERY = ("versionId",)
+_GET_OVERRIDES = (
+    "response-cache-control",
+    "response-content-disposition",
+    "response-content-encoding",
+    "response-content-language",
+    "response-content-type",
+    "response-expires",
+)
+
+
+async def put_object(s3: S3Request) -> web.StreamResponse:
+    """Encrypt the request body into a new object."""
+    services = s3.services
+    request = s3.http
+    size = plaintext_length(request.headers, payload_mode(s3.identity.auth))
+    headers = upstream_object_headers(request.headers)
+    purpose = services.catalogue.purpose_for(s3.bucket, s3.key)
+    dek = services.keyring.current_dek(s3.org_id, purpose)
+    header, keys = seal_header(
+        dek, layout=Layout.SINGLE, plaintext_size=size, bucket=s3.bucket, key=s3.key
+    )
+    headers[HEADER_METADATA] = header.to_metadata()
+    headers["Content-Length"] = str(sealed_size(size))
+
+    # seal while streaming; the final segment waits for every check to pass
+    body = RequestBody(
+        request.content.iter_any(),
+        request.headers,
+        s3.identity.auth,
+        s3.identity.context,
+    )
+    sealer = StreamSealer(keys.content_key, header.nonce_prefix, size)
+    failure = Failure()
+    chunks = guarded(
+        sealed_chunks(body.chunks(), sealer, before_final=body.verify), failure
+    )
+    stored = await send_upstream_write(s3, headers, chunks, failure)
+
+    etag = md5_etag(sealer.digest)
+    services.catalogue.record_object(
+        ObjectRecord(
+            s3.bucket,
+            s3.key,
+            stored.get("ETag", ""),
+            size,
+            sealed_etag(keys, header, etag),
+        )
+    )
+    answer = web.Response(status=200, headers={"ETag": etag})
+    _copy_header(stored, answer, "x-amz-version-id")
+    for name, value in request.headers.items():
+        if name.lower().startswith("x-amz-checksum-"):
+            answer.headers[name] = value
+    return answer
+
+
+async def head_object(s3: S3Request) -> web.StreamResponse:
+    """Answer the plaintext size, ETag and metadata of an object."""
+    stored, upstream_headers = await _head(s3)
+    etag = await object_etag(s3, stored)
+    headers = _read_headers(upstream_headers, etag)
+    check_conditions(s3.http.headers, etag, upstream_headers.get("Last-Modified"))
+    response = web.StreamResponse(status=200, headers=headers)
+    response.content_length = stored.plaintext_size
+    await response.prepare(s3.http)
+    await response.write_eof()
+    return response
+
+
+async def get_object(s3: S3Request) -> web.StreamResponse:
+    """Stream an object's plaintext, whole or one range."""
+    if s3.http.headers.get("Range") is None:
+        return await _get_whole(s3)
+    stored, upstream_headers = await _head(s3)
+    byte_range = parse_range(s3.http.headers.get("Range"), stored.plaintext_size)
+    if byte_range is None:
+        return await _get_whole(s3)
+    etag = await object_etag(s3, stored)
+    check_conditions(s3.http.headers, etag, upstream_headers.get("Last-Modified"))
+    pieces = _plan(stored, byte_range)
+    first_stored, end_stored = pieces[0].stored_start, pieces[-1].stored_end
+    upstream = await s3.services.upstream.request(
+        "GET",
+        s3.bucket,
+        s3.key,
+        query=_query(s3, _VERSION_QUERY),
+        headers={
+            "Range": f"bytes={first_stored}-{end_stored - 1}",
+            "If-Match": stored.backend_etag,
+        },
+    )
+    headers = _read_headers(upstream_headers, etag)
+    first, last = byte_range
+    headers["Content-Range"] = f"bytes {first}-{last}/{stored.plaintext_size}"
+    return await stream_plaintext(
+        s3, upstream, pieces, first_stored, headers, last - first + 1, status=206
+    )
+
+
+async def delete_object(s3: S3Request) -> web.StreamResponse:
+    """Delete an object and forget its catalogue facts."""
+    response = await s3.services.upstream.request(
+        "DELETE", s3.bucket, s3.key, query=_query(s3, _VERSION_QUERY)
+    )
+    async with response:
+        if response.status >= 300:
+            from proxy.upstream import error_from_response
+
+            raise await error_from_response(response)
+        s3.services.catalogue.forget_object(s3.bucket, s3.key)
+        answer = web.Response(status=response.status)
+        _copy_header(response.headers, answer, "x-amz-version-id")
+        _copy_header(response.headers, answer, "x-amz-delete-marker")
+        return answer
+
+
+async def delete_objects(s3: S3Request) -> web.StreamResponse:
+    """Delete several objects; the body passes upstream unchanged."""
+    body = await read_body(s3)
+    keys = [
+        element.findtext("Key") or ""
+        for element in parse_xml(body, what="delete request").iter("Object")
+    ]
+    headers = {
+        name: value
+        for name, value in s3.http.headers.items()
+        if name.lower() in ("content-md5", "content-type")
+        or name.lower().startswith("x-amz-checksum-")
+        or name.lower() == "x-amz-sdk-checksum-algorithm"
+    }
+    answer = await forward(
+        s3, "POST", query=[("delete", "")], headers=headers, body=body
+    )
+    for key in keys:
+        s3.services.catalogue.forget_object(s3.bucket, key)
+    return answer
+
+
+async def _get_whole(s3: S3Request) -> web.StreamResponse:
+    upstream = await s3.services.upstream.request(
+        "GET", s3.bucket, s3.key, query=_query(s3, _VERSION_QUERY + _GET_OVERRIDES)
+    )
+    try:
+        if upstream.status != 200:
+            from proxy.upstream import error_from_response
+
+            raise await error_from_response(upstream)
+        stored = open_stored(s3, upstream.headers, _content_length(upstream.headers))
+        etag = await object_etag(s3, stored)
+        check_conditions(s3.http.headers, etag, upstream.headers.get("Last-Modified"))
+    except BaseException:
+        upstream.release()
+        raise
+    headers = _read_headers(upstream.headers, etag)
+    return await stream_plaintext(
+        s3, upstream, _plan(stored, None), 0, headers, stored.plaintext_size
+    )
+
+
+async def _head(s3: S3Request) -> tuple[StoredObject, dict[str, str]]:
+    response = await s3.services.upstream.request(
+        "HEAD", s3.bucket, s3.key, query=_query(s3, _VERSION_QUERY + _GET_OVERRIDES)
+    )
+    async with response:
+        if response.status != 200:
+            from proxy.upstream import error_from_response
+
+            raise await error_from_response(response)
+        headers = dict(response.headers)
+    stored = open_stored(s3, response.headers, _content_length(response.headers))
+    return stored, headers
+
+
+def _plan(stored: StoredObject, byte_range: tuple[int, int] | None) -> list[Piece]:
+    if stored.is_multipart:
+        return plan_multipart(stored.header, stored.keys, stored.parts, byte_range)
+    return plan_single(stored.header, stored.keys, byte_range)
+
+
+def _read_headers(upstream: object, etag: str) -> dict[str, str]:
+    headers = client_object_headers(upstream)  # type: ignore[arg-type]
+    headers["ETag"] = etag
+    headers["Accept-Ranges"] = "bytes"
+    return headers
+
+
+def _content_length(headers: object) -> int:
+    value = headers.get("Content-Length", "")  # type: ignore[attr-defined]
+    if not value.isdigit():
+        raise S3Error("InternalError", "The object store sent no Content-Length", 502)
+    return int(value)
+
+
+def _query(s3: S3Request, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in s3.query.items() if name in names]
+
+
+def _copy_header(source: object, answer: web.StreamResponse, name: str) -> None:
+    value = source.get(name)  # type: ignore[attr-defined]
+    if value is not None:
+        answer.headers[name] = value
+

