@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -11,28 +10,14 @@ from crypto.errors import KeyRevoked, UnknownAccessKey
 from crypto.keyring import KeyRing
 from proxy.context import Identity
 from proxy.errors import S3Error
-from proxy.sigv4 import parse_authorization, verify
+from proxy.sigv4 import parse_authorization, parse_query, verify
 
-__all__ = ["authenticate", "key_revoked", "query_pairs"]
-
-
-def query_pairs(raw_query: str) -> list[tuple[str, str]]:
-    """Split a raw query string into decoded pairs, in wire order.
-
-    Unlike form decoding, `+` stays a plus sign, as SigV4 requires.
-    """
-    pairs: list[tuple[str, str]] = []
-    for item in raw_query.split("&"):
-        if not item:
-            continue
-        name, _, value = item.partition("=")
-        pairs.append((unquote(name), unquote(value)))
-    return pairs
+__all__ = ["authenticate", "key_revoked"]
 
 
 def authenticate(request: web.Request, keyring: KeyRing) -> Identity:
     """Verify the request's SigV4 signature; every request must be signed."""
-    query = query_pairs(request.rel_url.raw_query_string)
+    query = parse_query(request.rel_url.raw_query_string)
     auth = parse_authorization(request.method, request.headers, query)
     if auth is None:
         raise S3Error(
