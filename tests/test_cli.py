@@ -1,0 +1,143 @@
+"""The byok-proxy command line, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crypto.header import Purpose
+from proxy.catalogue import Catalogue
+
+
+def run(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proxy", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        check=False,
+    )
+
+
+def test_cli_console_script_help() -> None:
+    script = Path(sys.executable).parent / "byok-proxy"
+    result = subprocess.run([script, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "serve" in result.stdout
+    assert "credentials" in result.stdout
+
+
+def test_cli_org_create_and_list(tmp_path: Path) -> None:
+    created = run(tmp_path, "org", "create", "acme")
+    assert created.returncode == 0, created.stderr
+    listed = run(tmp_path, "org", "list")
+    assert listed.stdout.split("\t")[:2] == ["acme", "active"]
+    assert (tmp_path / "master.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_cli_org_create_duplicate(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    again = run(tmp_path, "org", "create", "acme")
+    assert again.returncode != 0
+    assert "acme" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_cli_org_create_invalid_name(tmp_path: Path) -> None:
+    result = run(tmp_path, "org", "create", "Bad Name")
+    assert result.returncode != 0
+    assert "invalid" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_credentials_json(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    result = run(tmp_path, "credentials", "create", "acme", "--json")
+    keys = json.loads(result.stdout)
+    assert keys["organisation"] == "acme"
+    assert keys["access_key_id"].startswith("BYOK")
+    assert len(keys["secret_access_key"]) == 40
+    database = (tmp_path / "keys.sqlite3").read_bytes()
+    assert keys["secret_access_key"].encode() not in database
+
+
+def test_cli_credentials_unknown_org(tmp_path: Path) -> None:
+    result = run(tmp_path, "credentials", "create", "nobody")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_revoke_asks_first(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    declined = run(tmp_path, "org", "revoke", "acme", stdin="n\n")
+    assert declined.returncode != 0
+    assert "active" in run(tmp_path, "org", "list").stdout
+    accepted = run(tmp_path, "org", "revoke", "acme", stdin="y\n")
+    assert accepted.returncode == 0, accepted.stderr
+    assert "revoked" in run(tmp_path, "org", "list").stdout
+
+
+def test_cli_revoke_yes(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    result = run(tmp_path, "org", "revoke", "acme", "--yes")
+    assert result.returncode == 0
+    assert "revoked" in run(tmp_path, "org", "list").stdout
+
+
+def test_cli_status_json_has_no_key_material(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    result = run(tmp_path, "status", "--json")
+    summary = json.loads(result.stdout)
+    assert [o["name"] for o in summary["organisations"]] == ["acme"]
+    master = (tmp_path / "master.key").read_bytes()
+    assert master.hex() not in result.stdout
+
+
+def test_cli_route_set_list_remove(tmp_path: Path) -> None:
+    assert run(tmp_path, "route", "set", "media", "calls/", "recordings").returncode == 0
+    assert "recordings" in run(tmp_path, "route", "list").stdout
+    catalogue = Catalogue(tmp_path / "catalogue.sqlite3")
+    try:
+        assert catalogue.purpose_for("media", "calls/1.wav") is Purpose.RECORDINGS
+        assert catalogue.purpose_for("media", "other.txt") is Purpose.FILES
+    finally:
+        catalogue.close()
+    assert run(tmp_path, "route", "remove", "media", "calls/").returncode == 0
+    missing = run(tmp_path, "route", "remove", "media", "calls/")
+    assert missing.returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--upstream-url", "ftp://x"], "upstream URL"),
+        (["--upstream-url", "http://127.0.0.1:9"], "credentials are missing"),
+        (["--listen", "nonsense"], "HOST:PORT"),
+    ],
+)
+def test_cli_serve_rejects_bad_settings(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run(tmp_path, "serve", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_cli_serve_reads_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text('[serve]\nupstream-url = "ftp://from-file"\n')
+    result = run(tmp_path, "serve", "--config", str(config))
+    assert result.returncode == 2
+    assert "ftp://from-file" in result.stderr
+
+
+def test_cli_serve_rejects_unknown_config_key(tmp_path: Path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text('colour = "blue"\n')
+    result = run(tmp_path, "serve", "--config", str(config))
+    assert result.returncode == 2
+    assert "unknown setting 'colour'" in result.stderr
