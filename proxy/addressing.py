@@ -16,7 +16,7 @@ _IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 
 @dataclass(frozen=True)
 class Target:
-    """What a request addresses: the service, a bucket, or an object."""
+    """The addressed resource: the service, a bucket, or an object."""
 
     bucket: str = ""
     key: str = ""

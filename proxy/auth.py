@@ -50,7 +50,7 @@ def authenticate(request: web.Request, keyring: KeyRing) -> Identity:
 
 
 def key_revoked() -> S3Error:
-    """The error every request of a revoked organisation gets."""
+    """Build the error returned to every request of a revoked organisation."""
     return S3Error(
         "KeyRevoked",
         "The organisation's encryption key has been revoked; its data can no "

@@ -42,9 +42,9 @@ _LIST_QUERY = (
 def require_owner(s3: S3Request) -> None:
     """Raise unless the requesting organisation owns the addressed bucket.
 
-    A bucket nobody owns through the proxy answers NoSuchBucket when the
-    object store lacks it too, and AccessDenied otherwise; the caller checks
-    the store only when the catalogue does not know the bucket.
+    A bucket that no organisation created through the proxy is reported as
+    NoSuchBucket, whether or not the object store has it, so that buckets
+    outside the proxy stay invisible.
     """
     owner = s3.services.catalogue.bucket_owner(s3.bucket)
     if owner is None:
@@ -90,7 +90,7 @@ async def delete_bucket(s3: S3Request) -> web.StreamResponse:
 
 
 async def head_bucket(s3: S3Request) -> web.StreamResponse:
-    """Answer 200 for a bucket the organisation owns."""
+    """Return 200 for a bucket the organisation owns."""
     require_owner(s3)
     await upstream_bytes(s3, "HEAD")
     return web.Response(status=200)
@@ -156,4 +156,3 @@ def _bucket_exists() -> S3Error:
         "and try again.",
         409,
     )
-

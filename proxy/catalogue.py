@@ -1,8 +1,8 @@
 """The proxy's catalogue: bucket owners, purpose routes, uploads and object facts.
 
 It lives in `catalogue.sqlite3` in the data directory, beside the key store,
-and every proxy process and CLI command on the host shares it. It holds no
-key material: digests are stored sealed under the object's own keys.
+and every proxy process and CLI command on the host shares it. It contains no
+key material, and digests are stored sealed under the object's own keys.
 
 Calls are short local queries made on the event loop.
 """

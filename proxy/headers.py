@@ -1,4 +1,4 @@
-"""Which headers cross the proxy, in each direction."""
+"""Header filters for both directions: client to object store and back."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ _WRITE_HEADERS = (
     "x-amz-tagging",
     "x-amz-website-redirect-location",
 )
-# Answered on GET and HEAD as the object store sent them.
+# Returned on GET and HEAD as the object store sent them.
 _READ_HEADERS = (
     *_OBJECT_HEADERS,
     "Last-Modified",
@@ -70,7 +70,7 @@ def upstream_object_headers(client: Mapping[str, str]) -> dict[str, str]:
 
 
 def client_object_headers(stored: Mapping[str, str]) -> dict[str, str]:
-    """Pick the stored headers a GET or HEAD answers, hiding the proxy's own."""
+    """Pick the stored headers that a GET or HEAD returns, hiding the proxy's own."""
     headers = {name: stored[name] for name in _READ_HEADERS if name in stored}
     for name, value in stored.items():
         lower = name.lower()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from aiohttp import web
 
@@ -32,6 +33,7 @@ from proxy.stored import (
 )
 from proxy.streams import Failure, guarded, send_upstream_write, stream_plaintext
 from proxy.transfer import Piece, plan_multipart, plan_single, sealed_chunks
+from proxy.upstream import error_from_response
 
 __all__ = [
     "delete_object",
@@ -101,7 +103,7 @@ async def put_object(s3: S3Request) -> web.StreamResponse:
 
 
 async def head_object(s3: S3Request) -> web.StreamResponse:
-    """Answer the plaintext size, ETag and metadata of an object."""
+    """Return the plaintext size, ETag and metadata of an object."""
     stored, upstream_headers = await _head(s3)
     etag = await object_etag(s3, stored)
     headers = _read_headers(upstream_headers, etag)
@@ -150,8 +152,6 @@ async def delete_object(s3: S3Request) -> web.StreamResponse:
     )
     async with response:
         if response.status >= 300:
-            from proxy.upstream import error_from_response
-
             raise await error_from_response(response)
         s3.services.catalogue.forget_object(s3.bucket, s3.key)
         answer = web.Response(status=response.status)
@@ -188,8 +188,6 @@ async def _get_whole(s3: S3Request) -> web.StreamResponse:
     )
     try:
         if upstream.status != 200:
-            from proxy.upstream import error_from_response
-
             raise await error_from_response(upstream)
         stored = open_stored(s3, upstream.headers, _content_length(upstream.headers))
         etag = await object_etag(s3, stored)
@@ -209,8 +207,6 @@ async def _head(s3: S3Request) -> tuple[StoredObject, dict[str, str]]:
     )
     async with response:
         if response.status != 200:
-            from proxy.upstream import error_from_response
-
             raise await error_from_response(response)
         headers = dict(response.headers)
     stored = open_stored(s3, response.headers, _content_length(response.headers))
@@ -223,15 +219,15 @@ def _plan(stored: StoredObject, byte_range: tuple[int, int] | None) -> list[Piec
     return plan_single(stored.header, stored.keys, byte_range)
 
 
-def _read_headers(upstream: object, etag: str) -> dict[str, str]:
-    headers = client_object_headers(upstream)  # type: ignore[arg-type]
+def _read_headers(upstream: Mapping[str, str], etag: str) -> dict[str, str]:
+    headers = client_object_headers(upstream)
     headers["ETag"] = etag
     headers["Accept-Ranges"] = "bytes"
     return headers
 
 
-def _content_length(headers: object) -> int:
-    value = headers.get("Content-Length", "")  # type: ignore[attr-defined]
+def _content_length(headers: Mapping[str, str]) -> int:
+    value = headers.get("Content-Length", "")
     if not value.isdigit():
         raise S3Error("InternalError", "The object store sent no Content-Length", 502)
     return int(value)
@@ -241,8 +237,9 @@ def _query(s3: S3Request, names: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(name, value) for name, value in s3.query.items() if name in names]
 
 
-def _copy_header(source: object, answer: web.StreamResponse, name: str) -> None:
-    value = source.get(name)  # type: ignore[attr-defined]
+def _copy_header(
+    source: Mapping[str, str], answer: web.StreamResponse, name: str
+) -> None:
+    value = source.get(name)
     if value is not None:
         answer.headers[name] = value
-

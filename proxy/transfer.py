@@ -1,7 +1,7 @@
 """Streaming encryption of uploads and decryption of downloads.
 
 Backpressure is the design: each chunk is sealed or opened and handed on
-before the next one is read, so a stream holds a few segments in memory
+before the next one is read, so a stream keeps a few segments in memory
 whatever the object size.
 """
 
