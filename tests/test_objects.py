@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from crypto.header import Header, Purpose
 from crypto.sizes import SEGMENT_SIZE, sealed_size
+from tests.conftest import Stack
+from tests.stack import byok
 
 S = SEGMENT_SIZE
 SIZES = [0, 1, 15, 16, 17, S - 17, S - 16, S - 15, S - 1, S, S + 1, 2 * S, 3 * S + 7]
@@ -145,3 +148,26 @@ def test_multipart_unaligned_parts(s3: Any, backend_s3: Any, bucket: str) -> Non
         assert got["Body"].read() == data[first : last + 1], first
     stored = backend_s3.get_object(Bucket=bucket, Key="mp")["Body"].read()
     assert parts_data[2][:64] not in stored
+
+
+def test_route_sets_header_purpose(
+    stack: Stack, s3: Any, backend_s3: Any, bucket: str
+) -> None:
+    byok(stack.data_dir, "route", "set", bucket, "calls/", "recordings")
+    s3.put_object(Bucket=bucket, Key="calls/1.wav", Body=b"RIFF....WAVE")
+    s3.put_object(Bucket=bucket, Key="notes.txt", Body=b"hello")
+    purposes = {}
+    for key in ("calls/1.wav", "notes.txt"):
+        metadata = backend_s3.head_object(Bucket=bucket, Key=key)["Metadata"]
+        purposes[key] = Header.from_metadata(metadata["byok-header"]).purpose
+    assert purposes["calls/1.wav"] is Purpose.RECORDINGS
+    assert purposes["notes.txt"] is Purpose.FILES
+    assert s3.get_object(Bucket=bucket, Key="calls/1.wav")["Body"].read() == (
+        b"RIFF....WAVE"
+    )
+
+
+def test_user_metadata_hides_header(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="meta", Body=b"x", Metadata={"a": "1"})
+    got = s3.get_object(Bucket=bucket, Key="meta")
+    assert got["Metadata"] == {"a": "1"}
