@@ -160,8 +160,16 @@ class ProxyProcess:
         _stop(self.process)
 
 
-def start_proxy(data_dir: Path, backend: Backend, log: Path) -> ProxyProcess:
-    """Start a proxy on a free port in front of `backend`."""
+def start_proxy(
+    data_dir: Path,
+    backend: Backend,
+    log: Path,
+    extra_env: dict[str, str] | None = None,
+) -> ProxyProcess:
+    """Start a proxy on a free port in front of `backend`.
+
+    `extra_env` adds settings such as `BYOK_PROXY_DOMAIN` to its environment.
+    """
     port = free_port()
     env = dict(os.environ)
     env.update({
@@ -171,6 +179,7 @@ def start_proxy(data_dir: Path, backend: Backend, log: Path) -> ProxyProcess:
         "BYOK_PROXY_UPSTREAM_SECRET_KEY": backend.secret_key,
         "BYOK_PROXY_LISTEN": f"127.0.0.1:{port}",
     })  # fmt: skip
+    env.update(extra_env or {})
     with log.open("ab") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "proxy", "serve"],

@@ -27,7 +27,9 @@ from proxy.errors import S3Error
         ("/b/k?x=1", "h", "", Target("b", "k")),
     ],
 )
-def test_parse_target_table(path: str, host: str, domain: str, expected: Target) -> None:
+def test_parse_target_table(
+    path: str, host: str, domain: str, expected: Target
+) -> None:
     assert parse_target(path, host, domain) == expected
 
 

@@ -13,7 +13,9 @@ from crypto.header import Purpose
 from proxy.catalogue import Catalogue
 
 
-def run(data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def run(
+    data_dir: Path, *args: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "proxy", *args, "--data-dir", str(data_dir)],
         capture_output=True,
@@ -98,7 +100,9 @@ def test_cli_status_json_has_no_key_material(tmp_path: Path) -> None:
 
 
 def test_cli_route_set_list_remove(tmp_path: Path) -> None:
-    assert run(tmp_path, "route", "set", "media", "calls/", "recordings").returncode == 0
+    assert (
+        run(tmp_path, "route", "set", "media", "calls/", "recordings").returncode == 0
+    )
     assert "recordings" in run(tmp_path, "route", "list").stdout
     catalogue = Catalogue(tmp_path / "catalogue.sqlite3")
     try:

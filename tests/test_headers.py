@@ -6,7 +6,11 @@ import pytest
 from multidict import CIMultiDict
 
 from proxy.errors import S3Error
-from proxy.headers import HEADER_METADATA, client_object_headers, upstream_object_headers
+from proxy.headers import (
+    HEADER_METADATA,
+    client_object_headers,
+    upstream_object_headers,
+)
 
 
 def test_upstream_headers_keep_standard_and_metadata() -> None:
