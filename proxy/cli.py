@@ -74,22 +74,36 @@ def main() -> None:
     help="Base domain for virtual-hosted-style requests (BUCKET.DOMAIN).",
 )
 @click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="BYOK_PROXY_TLS_CERT",
+    help="PEM certificate chain; with --tls-key, serve HTTPS.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="BYOK_PROXY_TLS_KEY",
+    help="PEM private key of --tls-cert.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
-def serve(data_dir: Path, config_file: Path | None, log_level: str,
-          **options: Any) -> None:  # fmt: skip
+def serve(
+    data_dir: Path, config_file: Path | None, log_level: str, **options: Any
+) -> None:
     """Run the proxy until interrupted."""
-    from proxy.server import run
+    from proxy.server import run, tls_context
 
     _configure_logging(log_level)
     try:
         settings = _settings(data_dir, config_file, options)
+        context = tls_context(settings)
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
-    run(settings)
+    run(settings, context)
 
 
 @main.group()

@@ -28,6 +28,8 @@ class Settings:
     upstream_region: str = "us-east-1"
     domain: str = ""
     key_cache_ttl: float = 300.0
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream_url)
@@ -48,10 +50,17 @@ class Settings:
             )
         if not 0 < self.listen_port < 65536:
             raise ConfigError(f"listen port {self.listen_port} is out of range")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key, or neither")
         if self.key_cache_ttl <= 0:
             raise ConfigError(
                 f"key cache TTL must be positive, got {self.key_cache_ttl}"
             )
+
+    @property
+    def scheme(self) -> str:
+        """The listener's URL scheme."""
+        return "https" if self.tls_cert is not None else "http"
 
     @property
     def upstream_base(self) -> str:
@@ -80,4 +89,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         if option not in known:
             raise ConfigError(f"config file {path}: unknown setting {name!r}")
         values[option] = value
+    for option in ("tls_cert", "tls_key", "data_dir"):
+        if option in values:
+            values[option] = Path(values[option])
     return values
