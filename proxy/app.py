@@ -20,11 +20,16 @@ from proxy.dispatch import handler_for
 from proxy.errors import S3Error
 from proxy.keys import open_keyring
 from proxy.settings import Settings
+from proxy.streams import client_disconnected
 from proxy.upstream import Upstream
 
 __all__ = ["AccessLogger", "create_app"]
 
 log = logging.getLogger("byok.server")
+
+_DISCONNECTED = S3Error(
+    "IncompleteBody", "The client closed the connection before the request ended"
+)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -89,9 +94,14 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         response = _error_response(
             S3Error("AccessDenied", "Access Denied", 403), request_id
         )
-    except (ConnectionResetError, asyncio.CancelledError):
+    except asyncio.CancelledError:
         raise
-    except Exception:
+    except Exception as error:
+        if isinstance(error, ConnectionError) and client_disconnected(request):
+            # The response cannot reach the client, and aiohttp still logs the
+            # access line when sending it fails.
+            log.info("client.disconnected request=%s: %s", request_id, error)
+            return _error_response(_DISCONNECTED, request_id)
         log.exception("request.failed request=%s", request_id)
         response = _error_response(
             S3Error("InternalError", "We encountered an internal error. Retry.", 500),

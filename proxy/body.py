@@ -38,7 +38,8 @@ def plaintext_length(headers: Mapping[str, str], mode: PayloadMode) -> int:
             f"You must provide the {name} HTTP header.",
             411,
         )
-    if not value.isdigit():
+    # str.isdigit alone also accepts digits such as "²" that int() rejects
+    if not (value.isascii() and value.isdigit()):
         raise S3Error("InvalidArgument", f"The {name} header {value!r} is not valid")
     return int(value)
 

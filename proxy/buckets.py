@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import unquote_plus
 from xml.etree.ElementTree import Element
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from proxy.context import S3Request
 from proxy.errors import S3Error
 from proxy.passthrough import read_body, upstream_bytes
 from proxy.s3xml import NAMESPACE, parse_xml, to_bytes
+from proxy.stored import recorded_etag
 
 __all__ = [
     "create_bucket",
@@ -84,6 +86,9 @@ async def create_bucket(s3: S3Request) -> web.StreamResponse:
 async def delete_bucket(s3: S3Request) -> web.StreamResponse:
     """Delete an empty bucket and release its ownership."""
     require_owner(s3)
+    # TODO: only the object store checks that the bucket is empty. SeaweedFS
+    # deletes a bucket with its objects unless run with
+    # allowDeleteBucketNotEmpty=false.
     await upstream_bytes(s3, "DELETE", expect=(204, 200))
     s3.services.catalogue.release_bucket(s3.bucket)
     return web.Response(status=204)
@@ -110,34 +115,42 @@ async def list_buckets(s3: S3Request) -> web.StreamResponse:
 
 
 async def list_objects(s3: S3Request) -> web.StreamResponse:
-    """List objects (V1 or V2) with plaintext sizes."""
+    """List objects (V1 or V2) with plaintext sizes and ETags."""
     require_owner(s3)
     query = [(n, v) for n, v in s3.query.items() if n in _LIST_QUERY]
     body, _ = await upstream_bytes(s3, "GET", query=query)
     root = parse_xml(body, what="object list")
+    url_encoded = root.findtext("EncodingType") == "url"
     for entry in root.iter("Contents"):
-        _rewrite_entry(s3, entry)
+        _rewrite_entry(s3, entry, url_encoded)
     return _xml_answer(root)
 
 
-def _rewrite_entry(s3: S3Request, entry: Element) -> None:
+def _rewrite_entry(s3: S3Request, entry: Element, url_encoded: bool) -> None:
     size_element = entry.find("Size")
+    etag_element = entry.find("ETag")
     key = entry.findtext("Key") or ""
-    etag = entry.findtext("ETag") or ""
+    if url_encoded:
+        # S3 URL encoding writes a space as '+', as HTML forms do
+        key = unquote_plus(key)
     if size_element is None or not (size_element.text or "").isdigit():
         return
-    stored = int(size_element.text or "0")
-    size = _listed_size(s3, key, etag, stored)
-    if size is not None:
-        size_element.text = str(size)
-    # TODO: list plaintext ETags; the listing still shows the object
-    # store's ETag of the ciphertext.
-
-
-def _listed_size(s3: S3Request, key: str, etag: str, stored: int) -> int | None:
+    etag = "" if etag_element is None else etag_element.text or ""
     record = s3.services.catalogue.object(s3.bucket, key, etag)
-    if record is not None:
-        return record.plaintext_size
+    if record is None:
+        # TODO: a multipart object without a catalogue record is listed
+        # with its stored size and the object store's ETag.
+        size = _computed_size(int(size_element.text or "0"))
+        if size is not None:
+            size_element.text = str(size)
+        return
+    size_element.text = str(record.plaintext_size)
+    plaintext_etag = recorded_etag(s3, record)
+    if etag_element is not None and plaintext_etag is not None:
+        etag_element.text = plaintext_etag
+
+
+def _computed_size(stored: int) -> int | None:
     try:
         return plaintext_size(stored)
     except DecryptionFailed:

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS parts (
 CREATE TABLE IF NOT EXISTS objects (
     bucket TEXT NOT NULL, key TEXT NOT NULL, backend_etag TEXT NOT NULL,
     plaintext_size INTEGER NOT NULL, sealed_etag BLOB NOT NULL,
-    parts TEXT NOT NULL, PRIMARY KEY (bucket, key, backend_etag));
+    parts TEXT NOT NULL, header BLOB NOT NULL,
+    PRIMARY KEY (bucket, key, backend_etag));
 """
 
 
@@ -93,7 +94,8 @@ class ObjectRecord:
     """Facts about a stored object that its metadata cannot carry.
 
     `parts` lists `(part_number, plaintext_size, part_salt)` of a multipart
-    object in order, and is empty for a single stream.
+    object in order, and is empty for a single stream. `header` is the
+    object's encoded header, which listings need to open `sealed_etag`.
     """
 
     bucket: str
@@ -101,6 +103,7 @@ class ObjectRecord:
     backend_etag: str
     plaintext_size: int
     sealed_etag: bytes
+    header: bytes
     parts: tuple[tuple[int, int, bytes], ...] = ()
 
 
@@ -256,7 +259,7 @@ class Catalogue:
         """Store the facts of an object written through the proxy."""
         parts = json.dumps([[n, size, salt.hex()] for n, size, salt in record.parts])
         self._db.execute(
-            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 record.bucket,
                 record.key,
@@ -264,13 +267,14 @@ class Catalogue:
                 record.plaintext_size,
                 record.sealed_etag,
                 parts,
+                record.header,
             ),
         )
 
     def object(self, bucket: str, key: str, backend_etag: str) -> ObjectRecord | None:
         """Return the facts of one stored version of an object, if recorded."""
         row = self._db.execute(
-            "SELECT plaintext_size, sealed_etag, parts FROM objects "
+            "SELECT plaintext_size, sealed_etag, parts, header FROM objects "
             "WHERE bucket = ? AND key = ? AND backend_etag = ?",
             (bucket, key, backend_etag),
         ).fetchone()
@@ -279,7 +283,9 @@ class Catalogue:
         parts = tuple(
             (n, size, bytes.fromhex(salt)) for n, size, salt in json.loads(row[2])
         )
-        return ObjectRecord(bucket, key, backend_etag, row[0], bytes(row[1]), parts)
+        return ObjectRecord(
+            bucket, key, backend_etag, row[0], bytes(row[1]), bytes(row[3]), parts
+        )
 
     def forget_object(self, bucket: str, key: str) -> None:
         """Drop the facts of every stored version of a deleted object."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from dataclasses import replace
 from xml.etree.ElementTree import SubElement
 
 from aiohttp import web
@@ -130,12 +131,13 @@ async def complete_upload(s3: S3Request) -> web.StreamResponse:
         _backend_etag(parts),
         sum(part.plaintext_size for part in parts),
         sealed_etag(keys, header, composite_etag(digests)),
+        header.encode(),
         tuple((p.part_number, p.plaintext_size, p.part_salt) for p in parts),
     )
     s3.services.catalogue.record_object(record)
     backend_etag = await _complete_upstream(s3, upload.upload_id, parts)
     if backend_etag != record.backend_etag:
-        s3.services.catalogue.record_object(_with_etag(record, backend_etag))
+        s3.services.catalogue.record_object(replace(record, backend_etag=backend_etag))
     s3.services.catalogue.forget_upload(upload.upload_id)
     answer = document(
         "CompleteMultipartUploadResult",
@@ -214,13 +216,18 @@ def _open_upload(s3: S3Request) -> tuple[UploadRecord, Header, ObjectKeys]:
 
 def _part_number(s3: S3Request) -> int:
     text = s3.query.get("partNumber", "")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PART_NUMBER:
+    if not _is_decimal(text) or not 1 <= int(text) <= MAX_PART_NUMBER:
         raise S3Error(
             "InvalidArgument",
             f"Part number must be an integer between 1 and {MAX_PART_NUMBER}, "
             "inclusive",
         )
     return int(text)
+
+
+def _is_decimal(text: str) -> bool:
+    # str.isdigit alone also accepts digits such as "²" that int() rejects
+    return text.isascii() and text.isdigit()
 
 
 def _part_label(header: Header, number: int) -> bytes:
@@ -243,7 +250,7 @@ def _requested_parts(body: bytes) -> list[tuple[int, str]]:
     requested: list[tuple[int, str]] = []
     for element in root.findall("Part"):
         number = element.findtext("PartNumber") or ""
-        if not number.isdigit():
+        if not _is_decimal(number):
             raise S3Error("MalformedXML", "A Part has no valid PartNumber")
         requested.append((int(number), (element.findtext("ETag") or "").strip()))
     if not requested:
@@ -292,8 +299,15 @@ def _check_sizes(parts: list[PartRecord]) -> None:
 
 
 def _backend_etag(parts: list[PartRecord]) -> str:
-    """Predict the object store's ETag: MD5 of the part MD5s, dash, count."""
-    joined = b"".join(bytes.fromhex(p.backend_etag.strip('"')) for p in parts)
+    """Predict the object store's ETag: MD5 of the part MD5s, dash, count.
+
+    A store whose part ETags are not MD5 digests gets "", and the catalogue
+    entry is then keyed by the ETag its completion returns.
+    """
+    try:
+        joined = b"".join(bytes.fromhex(p.backend_etag.strip('"')) for p in parts)
+    except ValueError:
+        return ""
     return f'"{hashlib.md5(joined).hexdigest()}-{len(parts)}"'
 
 
@@ -321,17 +335,6 @@ async def _complete_upstream(
             500,
         )
     return answer.findtext("ETag") or ""
-
-
-def _with_etag(record: ObjectRecord, backend_etag: str) -> ObjectRecord:
-    return ObjectRecord(
-        record.bucket,
-        record.key,
-        backend_etag,
-        record.plaintext_size,
-        record.sealed_etag,
-        record.parts,
-    )
 
 
 def _set_text(element: object, name: str, value: str) -> None:

@@ -92,6 +92,7 @@ async def put_object(s3: S3Request) -> web.StreamResponse:
             stored.get("ETag", ""),
             size,
             sealed_etag(keys, header, etag),
+            header.encode(),
         )
     )
     answer = web.Response(status=200, headers={"ETag": etag})

@@ -23,6 +23,7 @@ __all__ = [
     "decryption_failed",
     "etag_label",
     "open_stored",
+    "recorded_etag",
     "sealed_etag",
 ]
 
@@ -105,6 +106,37 @@ def open_stored(
     )
 
 
+def recorded_etag(s3: S3Request, record: ObjectRecord) -> str | None:
+    """Open the plaintext ETag that a catalogue record sealed, for a listing.
+
+    Returns None when the record names another organisation or fails to
+    open, and the listing then keeps the object store's ETag.
+    """
+    try:
+        header = Header.decode(record.header)
+        if header.org_id != s3.org_id:
+            return None
+        dek = s3.services.keyring.dek(
+            header.org_id,
+            header.purpose,
+            header.org_key_version,
+            header.dek_version,
+            header.wrapped_dek,
+        )
+        keys = open_header(header, dek, bucket=record.bucket, key=record.key)
+        etag = open_value(keys, record.sealed_etag, etag_label(header))
+    except DecryptionFailed as error:
+        log.warning(
+            "object.etag_unreadable request=%s bucket=%s key=%r: %s",
+            s3.request_id,
+            record.bucket,
+            record.key,
+            error,
+        )
+        return None
+    return etag.decode()
+
+
 def _open_keys(s3: S3Request, header: Header) -> ObjectKeys:
     keyring = s3.services.keyring
     try:
@@ -126,14 +158,11 @@ def _parts(
     if header.layout is not Layout.MULTIPART:
         return ()
     if record is None:
+        # The catalogue records every completed upload under the stored ETag,
+        # so a miss means the stored object was replaced or the catalogue lost.
         # TODO: rebuild a lost part table from the object store's
         # partNumber HEADs and the part salts at each part's start.
-        raise S3Error(
-            "InternalError",
-            "The part table of this multipart object is missing from the "
-            "proxy's catalogue",
-            500,
-        )
+        raise decryption_failed(s3, "no part table for this stored ETag")
     return tuple(PartLayout(n, size, salt) for n, size, salt in record.parts)
 
 
@@ -171,6 +200,7 @@ async def object_etag(s3: S3Request, stored: StoredObject) -> str:
             stored.backend_etag,
             stored.plaintext_size,
             sealed_etag(stored.keys, stored.header, etag),
+            stored.header.encode(),
         )
     )
     return etag

@@ -19,16 +19,29 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from crypto.errors import DecryptionFailed, SizeMismatch
+from crypto.errors import DecryptionFailed, KeyRevoked, SizeMismatch
 from proxy.context import S3Request
 from proxy.errors import S3Error
 from proxy.stored import decryption_failed
 from proxy.transfer import Piece, opened_chunks
 from proxy.upstream import error_from_response
 
-__all__ = ["Failure", "guarded", "send_upstream_write", "stream_plaintext"]
+__all__ = [
+    "Failure",
+    "client_disconnected",
+    "guarded",
+    "send_upstream_write",
+    "stream_plaintext",
+]
 
 log = logging.getLogger("byok.objects")
+
+# Plaintext bytes a download sends between two checks that its organisation
+# is still active, so that a revocation also cuts downloads in progress.
+_REVOCATION_CHECK_BYTES = 1024 * 1024
+# TODO: uploads in progress are not checked, so one that started before a
+# revocation still stores its object. Its DEK is destroyed, so the object
+# cannot be read.
 
 
 class Failure:
@@ -68,6 +81,14 @@ async def send_upstream_write(
             "PUT", s3.bucket, s3.key, query=query, headers=headers, body=chunks
         )
     except (S3Error, aiohttp.ClientError) as error:
+        if failure.error is None:
+            log.warning(
+                "upstream.failed request=%s bucket=%s key=%r: %s",
+                s3.request_id,
+                s3.bucket,
+                s3.key,
+                error.__cause__ or error,
+            )
         raise _upload_error(failure, error) from None
     async with response:
         if failure.error is not None:
@@ -106,13 +127,29 @@ async def stream_plaintext(
         first = await _first_chunk(s3, chunks)
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = content_length
-        await response.prepare(s3.http)
-        if first:
-            await response.write(first)
-        await _write_rest(s3, chunks, response)
+        try:
+            await response.prepare(s3.http)
+            if first:
+                await response.write(first)
+            await _write_rest(s3, chunks, response)
+        except ConnectionError as error:
+            if not client_disconnected(s3.http):
+                raise
+            log.info("client.disconnected request=%s: %s", s3.request_id, error)
         return response
     finally:
         upstream.release()
+
+
+def client_disconnected(request: web.Request) -> bool:
+    """Return whether the client closed the connection of `request`.
+
+    A write to a closed client raises ConnectionError or aiohttp's
+    ClientConnectionResetError. The HTTP client to the object store raises
+    that class too, so the check looks at the transport, not the class.
+    """
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 async def _first_chunk(s3: S3Request, chunks: AsyncIterator[bytes]) -> bytes:
@@ -131,14 +168,47 @@ async def _first_chunk(s3: S3Request, chunks: AsyncIterator[bytes]) -> bytes:
 async def _write_rest(
     s3: S3Request, chunks: AsyncIterator[bytes], response: web.StreamResponse
 ) -> None:
+    unchecked = 0
     try:
         async for chunk in chunks:
+            unchecked += len(chunk)
+            if unchecked >= _REVOCATION_CHECK_BYTES:
+                _ensure_active(s3)
+                unchecked = 0
             await response.write(chunk)
-    except (DecryptionFailed, aiohttp.ClientPayloadError) as error:
+    except DecryptionFailed as error:
         decryption_failed(s3, error)
         _abort(s3.http)
         return
+    except aiohttp.ClientPayloadError as error:
+        log.warning(
+            "upstream.failed request=%s bucket=%s key=%r: the object store ended "
+            "the body early: %s",
+            s3.request_id,
+            s3.bucket,
+            s3.key,
+            error,
+        )
+        _abort(s3.http)
+        return
+    except KeyRevoked:
+        log.warning(
+            "object.read_revoked request=%s bucket=%s key=%r: the organisation "
+            "was revoked during the download",
+            s3.request_id,
+            s3.bucket,
+            s3.key,
+        )
+        _abort(s3.http)
+        return
     await response.write_eof()
+
+
+def _ensure_active(s3: S3Request) -> None:
+    """Raise KeyRevoked if another process revoked the organisation meanwhile."""
+    keyring = s3.services.keyring
+    keyring.refresh()
+    keyring.ensure_active(s3.org_id)
 
 
 def _abort(request: web.Request) -> None:

@@ -87,7 +87,10 @@ class Upstream:
                 allow_redirects=False,
             )
         except aiohttp.ClientError as error:
-            log.warning("upstream.failed %s %s: %s", method, url, error)
+            # a streamed body may fail on the client's side; its caller knows
+            # which side failed and logs it
+            if body is None or isinstance(body, bytes):
+                log.warning("upstream.failed %s %s: %s", method, url, error)
             raise S3Error(
                 "ServiceUnavailable",
                 "The object store could not be reached; retry later",

@@ -101,6 +101,13 @@ def start_backend(directory: Path) -> Backend:
         f"-master.port={ports[1]}", f"-volume.port={ports[2]}",
         f"-filer.port={ports[3]}", f"-admin.port={ports[4]}",
         f"-s3.config={config}",
+        # S3 refuses to delete a bucket that still holds objects; SeaweedFS
+        # deletes them with it unless told otherwise
+        "-s3.allowDeleteBucketNotEmpty=false",
+        # every bucket is a collection with volumes of its own, and the
+        # default limit is free disk space / 1 GiB, which tests with hundreds
+        # of buckets exceed on small disks; volumes grow only as written
+        "-volume.max=2000",
     ]  # fmt: skip
     with log.open("wb") as output:
         process = subprocess.Popen(
