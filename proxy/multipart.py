@@ -17,7 +17,7 @@ from xml.etree.ElementTree import SubElement
 from aiohttp import web
 
 from crypto.errors import DecryptionFailed
-from crypto.header import Header, Layout, ObjectKeys, open_header, part_key, seal_header
+from crypto.header import Header, Layout, ObjectKeys, part_key, seal_header
 from crypto.sealed import open_value, seal_value
 from crypto.sizes import PART_SALT_SIZE, part_stored_size
 from crypto.stream import StreamSealer
@@ -29,7 +29,13 @@ from proxy.headers import HEADER_METADATA, upstream_object_headers
 from proxy.passthrough import read_body, upstream_bytes
 from proxy.s3xml import NAMESPACE, document, parse_xml, to_bytes
 from proxy.sigv4 import payload_mode
-from proxy.stored import composite_etag, decryption_failed, md5_etag, sealed_etag
+from proxy.stored import (
+    composite_etag,
+    decryption_failed,
+    md5_etag,
+    open_keys,
+    sealed_etag,
+)
 from proxy.streams import Failure, guarded, send_upstream_write
 from proxy.transfer import sealed_chunks
 
@@ -201,17 +207,9 @@ def _open_upload(s3: S3Request) -> tuple[UploadRecord, Header, ObjectKeys]:
         raise S3Error("AccessDenied", "Access Denied", 403)
     try:
         header = Header.decode(upload.header)
-        dek = s3.services.keyring.dek(
-            header.org_id,
-            header.purpose,
-            header.org_key_version,
-            header.dek_version,
-            header.wrapped_dek,
-        )
-        keys = open_header(header, dek, bucket=s3.bucket, key=s3.key)
     except DecryptionFailed as error:
         raise decryption_failed(s3, error) from error
-    return upload, header, keys
+    return upload, header, open_keys(s3, header, s3.bucket, s3.key)
 
 
 def _part_number(s3: S3Request) -> int:

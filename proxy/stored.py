@@ -20,11 +20,16 @@ from proxy.transfer import PartLayout
 
 __all__ = [
     "StoredObject",
+    "composite_etag",
     "decryption_failed",
     "etag_label",
+    "md5_etag",
+    "object_etag",
+    "open_keys",
     "open_stored",
     "recorded_etag",
     "sealed_etag",
+    "unwrap_dek",
 ]
 
 log = logging.getLogger("byok.objects")
@@ -96,7 +101,7 @@ def open_stored(
         raise decryption_failed(s3, error) from error
     if header.org_id != s3.org_id:
         raise S3Error("AccessDenied", "Access Denied", 403)
-    keys = _open_keys(s3, header)
+    keys = open_keys(s3, header, s3.bucket, s3.key)
     backend_etag = headers.get("ETag", "")
     record = s3.services.catalogue.object(s3.bucket, s3.key, backend_etag)
     parts = _parts(s3, header, record)
@@ -116,13 +121,7 @@ def recorded_etag(s3: S3Request, record: ObjectRecord) -> str | None:
         header = Header.decode(record.header)
         if header.org_id != s3.org_id:
             return None
-        dek = s3.services.keyring.dek(
-            header.org_id,
-            header.purpose,
-            header.org_key_version,
-            header.dek_version,
-            header.wrapped_dek,
-        )
+        dek = unwrap_dek(s3, header)
         keys = open_header(header, dek, bucket=record.bucket, key=record.key)
         etag = open_value(keys, record.sealed_etag, etag_label(header))
     except DecryptionFailed as error:
@@ -137,19 +136,27 @@ def recorded_etag(s3: S3Request, record: ObjectRecord) -> str | None:
     return etag.decode()
 
 
-def _open_keys(s3: S3Request, header: Header) -> ObjectKeys:
-    keyring = s3.services.keyring
+def open_keys(s3: S3Request, header: Header, bucket: str, key: str) -> ObjectKeys:
+    """Unwrap the header's DEK and check the header against `bucket` and `key`.
+
+    Every failure, from the DEK unwrap to the header tag, is logged and
+    raised as the one error that all decryption failures share.
+    """
     try:
-        dek = keyring.dek(
-            header.org_id,
-            header.purpose,
-            header.org_key_version,
-            header.dek_version,
-            header.wrapped_dek,
-        )
-        return open_header(header, dek, bucket=s3.bucket, key=s3.key)
+        return open_header(header, unwrap_dek(s3, header), bucket=bucket, key=key)
     except DecryptionFailed as error:
         raise decryption_failed(s3, error) from error
+
+
+def unwrap_dek(s3: S3Request, header: Header) -> bytes:
+    """Return the DEK that `header` names, unwrapped by the key ring."""
+    return s3.services.keyring.dek(
+        header.org_id,
+        header.purpose,
+        header.org_key_version,
+        header.dek_version,
+        header.wrapped_dek,
+    )
 
 
 def _parts(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.stack import Backend, ProxyProcess, byok, start_backend, start_proxy
 
@@ -89,8 +90,45 @@ def backend_s3(stack: Stack) -> Any:
     return stack.backend_client()
 
 
+def remove_bucket(client: Any, name: str) -> None:
+    """Abort the uploads of a bucket, delete its objects, then the bucket.
+
+    SeaweedFS gives every bucket that contains data a volume of its own and has
+    a limited number of them, so tests delete the buckets they fill.
+    """
+    try:
+        uploads = client.list_multipart_uploads(Bucket=name).get("Uploads", [])
+    except ClientError as error:
+        if error.response["Error"]["Code"] == "NoSuchBucket":
+            return
+        raise
+    for upload in uploads:
+        client.abort_multipart_upload(
+            Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": entry["Key"]} for entry in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=name, Delete={"Objects": keys})
+    client.delete_bucket(Bucket=name)
+
+
 @pytest.fixture
-def bucket(s3: Any) -> str:
-    name = "test-" + secrets.token_hex(6)
-    s3.create_bucket(Bucket=name)
-    return name
+def new_bucket(s3: Any) -> Iterator[Callable[..., str]]:
+    """Create buckets for one test, through `s3` or another client."""
+    created: list[tuple[Any, str]] = []
+
+    def make(client: Any = s3) -> str:
+        name = "test-" + secrets.token_hex(6)
+        client.create_bucket(Bucket=name)
+        created.append((client, name))
+        return name
+
+    yield make
+    for client, name in created:
+        remove_bucket(client, name)
+
+
+@pytest.fixture
+def bucket(new_bucket: Callable[..., str]) -> str:
+    return new_bucket()

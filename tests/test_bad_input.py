@@ -34,7 +34,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from tests.conftest import Stack, Tenant
+from tests.conftest import Stack, Tenant, remove_bucket
 from tests.stack import Backend, ProxyProcess, byok, start_backend, start_proxy
 
 CANARY = b"BAD-INPUT-CANARY-plaintext "
@@ -148,45 +148,6 @@ def _assert_still_serving(s3: Any, bucket: str) -> None:
     data = os.urandom(1000)
     s3.put_object(Bucket=bucket, Key="control", Body=data)
     assert s3.get_object(Bucket=bucket, Key="control")["Body"].read() == data
-
-
-def _remove_bucket(client: Any, name: str) -> None:
-    """Abort the uploads of a bucket, delete its objects, then the bucket.
-
-    SeaweedFS gives every bucket that contains data a volume of its own and has
-    a limited number of them, so tests delete the buckets they fill.
-    """
-    uploads = client.list_multipart_uploads(Bucket=name).get("Uploads", [])
-    for upload in uploads:
-        client.abort_multipart_upload(
-            Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
-        )
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-        keys = [{"Key": entry["Key"]} for entry in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=name, Delete={"Objects": keys})
-    client.delete_bucket(Bucket=name)
-
-
-@pytest.fixture
-def new_bucket(s3: Any) -> Iterator[Callable[..., str]]:
-    """Create buckets for one test, through `s3` or another client."""
-    created: list[tuple[Any, str]] = []
-
-    def make(client: Any = s3) -> str:
-        name = "input-" + secrets.token_hex(6)
-        client.create_bucket(Bucket=name)
-        created.append((client, name))
-        return name
-
-    yield make
-    for client, name in created:
-        _remove_bucket(client, name)
-
-
-@pytest.fixture
-def bucket(new_bucket: Callable[..., str]) -> str:
-    return new_bucket()
 
 
 # authentication
@@ -728,7 +689,7 @@ def victim(stack: Stack) -> Iterator[tuple[Any, str]]:
     name = "victim-" + secrets.token_hex(6)
     client.create_bucket(Bucket=name)
     yield client, name
-    _remove_bucket(client, name)
+    remove_bucket(client, name)
 
 
 @pytest.mark.parametrize("prefix", ["..", "x/../..", "./..", "%2E%2E", "x/%2e%2e/.."])
@@ -859,7 +820,7 @@ def large_object(stack: Stack, tenant: Tenant) -> Iterator[tuple[str, str, bytes
     data = os.urandom(20 * MIB)
     s3.put_object(Bucket=bucket, Key="large", Body=data)
     yield bucket, "large", data
-    _remove_bucket(s3, bucket)
+    remove_bucket(s3, bucket)
 
 
 def _raw_get(tenant: Tenant, base_url: str, target: str) -> socket.socket:

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import base64
 import os
-import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,45 +54,6 @@ class Read:
     def failed(self) -> bool:
         """Whether the read ended with an S3 error or a cut connection."""
         return self.code is not None or self.aborted
-
-
-def _remove_bucket(client: Any, name: str) -> None:
-    """Abort the uploads of a bucket, delete its objects, then the bucket.
-
-    SeaweedFS gives every bucket that contains data a volume of its own and has
-    a limited number of them, so tests delete the buckets they fill.
-    """
-    uploads = client.list_multipart_uploads(Bucket=name).get("Uploads", [])
-    for upload in uploads:
-        client.abort_multipart_upload(
-            Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
-        )
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-        keys = [{"Key": entry["Key"]} for entry in page.get("Contents", [])]
-        if keys:
-            client.delete_objects(Bucket=name, Delete={"Objects": keys})
-    client.delete_bucket(Bucket=name)
-
-
-@pytest.fixture
-def new_bucket(s3: Any) -> Iterator[Callable[..., str]]:
-    """Create buckets for one test, through `s3` or another client."""
-    created: list[tuple[Any, str]] = []
-
-    def make(client: Any = s3) -> str:
-        name = "tamper-" + secrets.token_hex(6)
-        client.create_bucket(Bucket=name)
-        created.append((client, name))
-        return name
-
-    yield make
-    for client, name in created:
-        _remove_bucket(client, name)
-
-
-@pytest.fixture
-def bucket(new_bucket: Callable[..., str]) -> str:
-    return new_bucket()
 
 
 @pytest.fixture(scope="module")
