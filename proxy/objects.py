@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 from aiohttp import web
@@ -42,8 +41,6 @@ __all__ = [
     "head_object",
     "put_object",
 ]
-
-log = logging.getLogger("byok.objects")
 
 _VERSION_QUERY = ("versionId",)
 _GET_OVERRIDES = (
