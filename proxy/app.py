@@ -50,17 +50,13 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
 
 def _services(settings: Settings):  # type: ignore[no-untyped-def]
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         keyring: KeyRing = open_keyring(settings.data_dir, ttl=settings.key_cache_ttl)
         catalogue = Catalogue(settings.data_dir / "catalogue.sqlite3")
         upstream = Upstream(settings)
         await upstream.start()
         app[SERVICES] = Services(settings, keyring, catalogue, upstream)
-        log.info(
-            "server.started upstream=%s data_dir=%s",
-            settings.upstream_base,
-            settings.data_dir,
-        )
+        await upstream.check()
         try:
             yield
         finally:
@@ -132,6 +128,8 @@ def _error_response(error: S3Error, request_id: str) -> web.Response:
         content_type="application/xml",
         headers=error.headers,
     )
+    # a HEAD answer has no body, so the code also travels in a header
+    response.headers["x-amz-error-code"] = error.code
     return response
 
 

@@ -103,7 +103,13 @@ def serve(
         context = tls_context(settings)
     except ConfigError as error:
         raise click.UsageError(str(error)) from None
-    run(settings, context)
+    try:
+        run(settings, context)
+    except OSError as error:
+        raise click.ClickException(
+            f"cannot listen on {settings.listen_host}:{settings.listen_port}: "
+            f"{error.strerror or error}; choose another address with --listen"
+        ) from None
 
 
 @main.group()
@@ -116,7 +122,7 @@ def org() -> None:
 @click.argument("name")
 def org_create(data_dir: Path, name: str) -> None:
     """Create an organisation with its organisation key and DEKs."""
-    with _keyring(data_dir) as keyring:
+    with _keyring(data_dir, create=True) as keyring:
         organisation = keyring.create_organisation(name)
     click.echo(f"created organisation {organisation.name} ({organisation.id.hex()})")
 
@@ -126,10 +132,13 @@ def org_create(data_dir: Path, name: str) -> None:
 def org_list(data_dir: Path) -> None:
     """List organisations and their states."""
     with _keyring(data_dir) as keyring:
-        for organisation in keyring.organisations():
-            click.echo(
-                f"{organisation.name}\t{organisation.state}\t{organisation.id.hex()}"
-            )
+        organisations = keyring.organisations()
+    if not organisations:
+        click.echo(f"no organisations in {data_dir}", err=True)
+    for organisation in organisations:
+        click.echo(
+            f"{organisation.name}\t{organisation.state}\t{organisation.id.hex()}"
+        )
 
 
 @org.command("revoke")
@@ -145,7 +154,11 @@ def org_revoke(data_dir: Path, name: str, yes: bool) -> None:
             abort=True,
         )
     with _keyring(data_dir) as keyring:
+        already = keyring.organisation(name).state == "revoked"
         keyring.revoke(name)
+    if already:
+        click.echo(f"organisation {name} was already revoked")
+        return
     click.echo(f"revoked organisation {name}")
 
 
@@ -183,7 +196,9 @@ def route() -> None:
 @_DATA_DIR
 @click.argument("bucket")
 @click.argument("prefix")
-@click.argument("purpose", type=click.Choice([p.label for p in Purpose]))
+@click.argument(
+    "purpose", metavar="PURPOSE", type=click.Choice([p.label for p in Purpose])
+)
 def route_set(data_dir: Path, bucket: str, prefix: str, purpose: str) -> None:
     """Encrypt new objects under BUCKET/PREFIX with the PURPOSE DEK."""
     with _catalogue(data_dir) as catalogue:
@@ -228,9 +243,14 @@ def status(data_dir: Path, as_json: bool) -> None:
 
 
 def _print_status(summary: dict[str, Any]) -> None:
-    click.echo(f"master key: {summary.get('master_key_id', '?')}")
-    for entry in summary.get("organisations", []):
-        click.echo(json.dumps(entry, default=str))
+    click.echo(f"master key {summary['master_key_id']}")
+    for entry in summary["organisations"]:
+        org_keys = ", ".join(f"v{v} {state}" for v, state in entry["org_keys"])
+        deks = ", ".join(f"{purpose} v{v}" for purpose, v in entry["active_deks"])
+        click.echo(
+            f"{entry['name']} ({entry['state']}): organisation key {org_keys or '-'}; "
+            f"DEKs {deks or '-'}; {entry['credentials']} access keys"
+        )
 
 
 def _settings(
@@ -252,11 +272,20 @@ def _settings(
 
 
 class _keyring:
-    def __init__(self, data_dir: Path) -> None:
+    """Open the data directory's key ring; only `create=True` may start one."""
+
+    def __init__(self, data_dir: Path, *, create: bool = False) -> None:
         self._data_dir = data_dir
+        self._create = create
 
     def __enter__(self) -> KeyRing:
-        self._data_dir.mkdir(parents=True, exist_ok=True)
+        if not self._create and not (self._data_dir / "master.key").exists():
+            raise click.ClickException(
+                f"no key store in {self._data_dir}; create an organisation with "
+                "`byok-proxy org create`, or pass the --data-dir that the proxy "
+                "uses (`make run` keeps its own in run/proxy)"
+            )
+        self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             self._keyring = open_keyring(self._data_dir)
         except (CryptoError, ValueError, OSError) as error:
@@ -274,7 +303,7 @@ class _catalogue:
         self._data_dir = data_dir
 
     def __enter__(self) -> Catalogue:
-        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._catalogue = Catalogue(self._data_dir / "catalogue.sqlite3")
         return self._catalogue
 

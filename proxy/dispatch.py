@@ -69,7 +69,8 @@ def _bucket(s3: S3Request) -> Handler:
 def _object(s3: S3Request) -> Handler:
     method, query = s3.http.method, s3.query
     if "x-amz-copy-source" in s3.http.headers:
-        # TODO: CopyObject and UploadPartCopy re-encrypt under the destination.
+        # TODO: CopyObject and UploadPartCopy; within one DEK a copy can keep
+        # the body and reseal only the header for its new name.
         raise _not_implemented("copy")
     if "uploadId" in query:
         table = {

@@ -14,11 +14,22 @@ from proxy.settings import ConfigError, Settings
 
 __all__ = ["run", "tls_context"]
 
+log = logging.getLogger("byok.server")
+
 
 def run(settings: Settings, context: ssl.SSLContext | None) -> None:
     """Serve until SIGINT or SIGTERM, over TLS when `context` is given."""
     logging.getLogger("aiohttp.server").addFilter(_hide_request_bytes)
-    loop = _new_loop()
+    address = f"{settings.scheme}://{settings.listen_host}:{settings.listen_port}"
+
+    def listening(_: str) -> None:
+        log.info(
+            "server.listening %s upstream=%s data_dir=%s",
+            address,
+            settings.upstream_base,
+            settings.data_dir,
+        )
+
     web.run_app(
         create_app(settings),
         host=settings.listen_host,
@@ -26,8 +37,8 @@ def run(settings: Settings, context: ssl.SSLContext | None) -> None:
         ssl_context=context,
         access_log=logging.getLogger("byok.access"),
         access_log_class=AccessLogger,
-        print=None,
-        loop=loop,
+        print=listening,
+        loop=_new_loop(),
     )
 
 

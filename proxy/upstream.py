@@ -24,6 +24,15 @@ log = logging.getLogger("byok.upstream")
 Body = bytes | AsyncIterable[bytes] | None
 
 _ERROR_BODY_LIMIT = 64 * 1024
+# Errors about the proxy's own signature: passing them on would blame the client.
+_CREDENTIAL_ERRORS = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "RequestTimeTooSkewed",
+        "AuthorizationHeaderMalformed",
+    }
+)
 _STATUS_CODES = {
     304: "NotModified",
     400: "BadRequest",
@@ -53,6 +62,32 @@ class Upstream:
             timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=300),
             connector=aiohttp.TCPConnector(limit=256, enable_cleanup_closed=True),
         )
+
+    async def check(self) -> None:
+        """Log whether the object store accepts the proxy's credentials.
+
+        A failure is logged, not raised: the object store may still be
+        starting, and every request reports its own error.
+        """
+        try:
+            response = await self.request("GET")
+        except S3Error:
+            log.warning(
+                "upstream.unreachable %s: requests fail until it answers",
+                self._settings.upstream_base,
+            )
+            return
+        async with response:
+            if response.status == 200:
+                log.info("upstream.ready %s", self._settings.upstream_base)
+                return
+            error = await error_from_response(response)
+            log.error(
+                "upstream.check_failed %s: HTTP %d %s",
+                self._settings.upstream_base,
+                response.status,
+                error.code,
+            )
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -139,6 +174,21 @@ async def error_from_response(response: aiohttp.ClientResponse) -> S3Error:
     if response.method != "HEAD":
         body = await response.content.read(_ERROR_BODY_LIMIT)
         code, message = _parse_error(body, code, message)
+    if code in _CREDENTIAL_ERRORS:
+        log.error(
+            "upstream.rejected_credentials %s %s: %s (%s); check the proxy's "
+            "upstream access key, secret key, region and clock",
+            response.method,
+            response.url.path,
+            code,
+            message,
+        )
+        return S3Error(
+            "InternalError",
+            "The object store rejected the proxy's own credentials; the "
+            "operator must check the proxy's upstream settings",
+            502,
+        )
     status = response.status if 300 <= response.status < 600 else 502
     return S3Error(code, message, status)
 

@@ -66,7 +66,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
     backend = start_backend(root / "seaweedfs")
     data_dir = root / "proxy"
-    byok(data_dir, "status")
     proxy = start_proxy(data_dir, backend, root / "proxy.log")
     try:
         yield Stack(backend, proxy, data_dir)

@@ -86,6 +86,7 @@ def start_backend(directory: Path) -> Backend:
     directory.mkdir(parents=True, exist_ok=True)
     access_key, secret_key = "backend" + secrets.token_hex(6), secrets.token_hex(20)
     config = directory / "s3.json"
+    config.touch(mode=0o600)
     config.write_text(json.dumps({"identities": [{
         "name": "proxy",
         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
@@ -172,12 +173,13 @@ def start_proxy(
     backend: Backend,
     log: Path,
     extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> ProxyProcess:
-    """Start a proxy on a free port in front of `backend`.
+    """Start a proxy in front of `backend`, on `port` or a free one.
 
     `extra_env` adds settings such as `BYOK_PROXY_DOMAIN` to its environment.
     """
-    port = free_port()
+    port = port or free_port()
     env = dict(os.environ)
     env.update({
         "BYOK_PROXY_DATA_DIR": str(data_dir),
@@ -228,14 +230,49 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def main() -> None:
-    """Run SeaweedFS and the proxy in the foreground until Ctrl-C."""
+    """Run SeaweedFS and the proxy in the foreground until Ctrl-C or SIGTERM."""
     root = Path("run")
-    backend = start_backend(root / "seaweedfs")
     data_dir = root / "proxy"
-    if "demo" not in byok(data_dir, "org", "list"):
-        byok(data_dir, "org", "create", "demo")
-    keys = json.loads(byok(data_dir, "credentials", "create", "demo", "--json"))
-    proxy = start_proxy(data_dir, backend, root / "proxy.log")
+    if "\trevoked\t" in _organisations(data_dir, "demo"):
+        sys.exit(
+            "Organisation 'demo' in run/proxy was revoked, so its data is gone "
+            "for good. Remove run/ to start again with a new one: rm -rf run"
+        )
+    signal.signal(signal.SIGTERM, _interrupt)
+    backend = start_backend(root / "seaweedfs")
+    proxy: ProxyProcess | None = None
+    try:
+        if not _organisations(data_dir, "demo"):
+            byok(data_dir, "org", "create", "demo")
+        keys = json.loads(byok(data_dir, "credentials", "create", "demo", "--json"))
+        port = 8080 if _is_free(8080) else None
+        proxy = start_proxy(data_dir, backend, root / "proxy.log", port=port)
+        _print_instructions(backend, proxy, data_dir, keys)
+        while proxy.process.poll() is None and backend.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        backend.stop()
+
+
+def _organisations(data_dir: Path, name: str) -> str:
+    """Return `org list` lines of organisation `name`, "" if none or no store."""
+    if not (data_dir / "master.key").exists():
+        return ""
+    lines = byok(data_dir, "org", "list").splitlines()
+    return "\n".join(line for line in lines if line.split("\t")[0] == name)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_instructions(
+    backend: Backend, proxy: ProxyProcess, data_dir: Path, keys: dict[str, str]
+) -> None:
     print(
         f"SeaweedFS at {backend.url} (log {backend.log})\n"
         f"byok-proxy at {proxy.url} (data {data_dir}, log {proxy.log})\n"
@@ -246,17 +283,10 @@ def main() -> None:
         f"  .venv/bin/aws --endpoint-url {proxy.url} s3 mb s3://demo-bucket\n"
         f"  .venv/bin/aws --endpoint-url {proxy.url} s3 cp README.md "
         "s3://demo-bucket/\n\n"
+        f"Manage it with: .venv/bin/byok-proxy status --data-dir {data_dir}\n"
         "Press Ctrl-C to stop both servers.",
         flush=True,
     )
-    try:
-        while proxy.process.poll() is None and backend.process.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        proxy.stop()
-        backend.stop()
 
 
 if __name__ == "__main__":

@@ -145,3 +145,31 @@ def test_cli_serve_rejects_unknown_config_key(tmp_path: Path) -> None:
     result = run(tmp_path, "serve", "--config", str(config))
     assert result.returncode == 2
     assert "unknown setting 'colour'" in result.stderr
+
+
+def test_cli_list_without_store(tmp_path: Path) -> None:
+    result = run(tmp_path / "missing", "org", "list")
+    assert result.returncode == 1
+    assert "no key store" in result.stderr
+    assert not (tmp_path / "missing" / "master.key").exists()
+
+
+def test_cli_data_dir_private(tmp_path: Path) -> None:
+    run(tmp_path / "store", "org", "create", "acme")
+    assert (tmp_path / "store").stat().st_mode & 0o777 == 0o700
+
+
+def test_cli_revoke_twice(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    run(tmp_path, "org", "revoke", "acme", "--yes")
+    again = run(tmp_path, "org", "revoke", "acme", "--yes")
+    assert again.returncode == 0
+    assert "already revoked" in again.stdout
+
+
+def test_cli_status_text(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    result = run(tmp_path, "status")
+    assert result.returncode == 0
+    assert "acme (active): organisation key v1 active" in result.stdout
+    assert "files v1" in result.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from botocore.exceptions import ClientError
 from defusedxml import ElementTree
 
 from tests.conftest import Stack, Tenant
+from tests.stack import start_proxy
 
 Call = Callable[[Any, str], object]
 
@@ -300,3 +302,27 @@ def test_error_request_ids_differ(stack: Stack, tenant: Tenant, bucket: str) -> 
         failure(lambda: client.get_object(Bucket=bucket, Key="missing"))
         seen.add(raw.last["headers"]["x-amz-request-id"])
     assert len(seen) == 5
+
+
+def test_wrong_upstream_secret_blames_proxy(
+    stack: Stack, tenant: Tenant, tmp_path: Path
+) -> None:
+    proxy = start_proxy(
+        stack.data_dir,
+        stack.backend,
+        tmp_path / "proxy.log",
+        extra_env={"BYOK_PROXY_UPSTREAM_SECRET_KEY": "not-the-secret"},
+    )
+    try:
+        client = stack.client(tenant, url=proxy.url)
+        with pytest.raises(ClientError) as error:
+            client.list_buckets()
+    finally:
+        proxy.stop()
+    response = error.value.response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 502
+    assert response["Error"]["Code"] == "InternalError"
+    assert "proxy's own credentials" in response["Error"]["Message"]
+    log = (tmp_path / "proxy.log").read_text()
+    assert "upstream.check_failed" in log
+    assert "upstream.rejected_credentials" in log
