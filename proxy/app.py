@@ -7,13 +7,14 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.abc import AbstractAccessLogger
 
 from crypto.errors import KeyRevoked, KeyUnavailable, UnknownOrganisation
 from crypto.keyring import KeyRing
 from proxy.addressing import parse_target
 from proxy.auth import authenticate, key_revoked
+from proxy.buckets import require_owner
 from proxy.catalogue import Catalogue
 from proxy.context import SERVICES, S3Request, Services
 from proxy.dispatch import handler_for
@@ -30,13 +31,23 @@ log = logging.getLogger("byok.server")
 _DISCONNECTED = S3Error(
     "IncompleteBody", "The client closed the connection before the request ended"
 )
+_KEY_UNAVAILABLE = S3Error(
+    "KeyUnavailable",
+    "The organisation's key is not available right now; retry later",
+    503,
+)
+_ACCESS_DENIED = S3Error("AccessDenied", "Access Denied", 403)
+_INTERNAL_ERROR = S3Error(
+    "InternalError", "We encountered an internal error. Retry.", 500
+)
+_AUTHORISED = web.RequestKey("authorised", S3Request)
 
 
 def create_app(settings: Settings) -> web.Application:
     """Build the proxy application; services open when the app starts."""
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app.cleanup_ctx.append(_services(settings))
-    app.router.add_route("*", "/{tail:.*}", _handle)
+    app.router.add_route("*", "/{tail:.*}", _handle, expect_handler=_expect)
     app.on_response_prepare.append(_add_request_id)
     return app
 
@@ -69,52 +80,87 @@ def _services(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
-    request_id = secrets.token_hex(8).upper()
-    request["request_id"] = request_id
+    request_id = _request_id(request)
     try:
-        response = await _serve(request, request_id)
-    except S3Error as error:
-        response = _error_response(error, request_id)
-    except KeyRevoked:
-        response = _error_response(key_revoked(), request_id)
-    except KeyUnavailable:
-        response = _error_response(
-            S3Error(
-                "KeyUnavailable",
-                "The organisation's key is not available right now; retry later",
-                503,
-            ),
-            request_id,
-        )
-    except UnknownOrganisation:
-        response = _error_response(
-            S3Error("AccessDenied", "Access Denied", 403), request_id
-        )
+        return await _serve(request, request_id)
     except asyncio.CancelledError:
         raise
     except Exception as error:
-        if isinstance(error, ConnectionError) and client_disconnected(request):
-            # The response cannot reach the client, and aiohttp still logs the
-            # access line when sending it fails.
-            log.info("client.disconnected request=%s: %s", request_id, error)
-            return _error_response(_DISCONNECTED, request_id)
-        log.exception("request.failed request=%s", request_id)
-        response = _error_response(
-            S3Error("InternalError", "We encountered an internal error. Retry.", 500),
-            request_id,
-        )
-    return response
+        return _error_for(request, request_id, error)
 
 
-async def _serve(request: web.Request, request_id: str) -> web.StreamResponse:
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """Answer `Expect: 100-continue` only once the request is authorised.
+
+    A rejected request gets its error instead of 100 and a closed
+    connection, so its body is never read. S3 ignores other expectations.
+    """
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return None
+    request_id = _request_id(request)
+    try:
+        s3 = _authorised(request, request_id)
+    except Exception as error:
+        # The client waits for 100 and sends no body, so waiting for one
+        # would hold the connection; close it once the error is sent.
+        response = _error_for(request, request_id, error)
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        request.protocol.force_close()
+        return response
+    request[_AUTHORISED] = s3
+    if request.version == HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # the 100 is not part of the response that follows
+        request.writer.output_size = 0
+    return None
+
+
+def _request_id(request: web.Request) -> str:
+    if "request_id" not in request:
+        request["request_id"] = secrets.token_hex(8).upper()
+    request_id: str = request["request_id"]
+    return request_id
+
+
+def _error_for(request: web.Request, request_id: str, error: Exception) -> web.Response:
+    """Turn any error a request raised into its S3 error response."""
+    if isinstance(error, S3Error):
+        return _error_response(error, request_id)
+    if isinstance(error, KeyRevoked):
+        return _error_response(key_revoked(), request_id)
+    if isinstance(error, KeyUnavailable):
+        return _error_response(_KEY_UNAVAILABLE, request_id)
+    if isinstance(error, UnknownOrganisation):
+        return _error_response(_ACCESS_DENIED, request_id)
+    if isinstance(error, ConnectionError) and client_disconnected(request):
+        # The response cannot reach the client, and aiohttp still logs the
+        # access line when sending it fails.
+        log.info("client.disconnected request=%s: %s", request_id, error)
+        return _error_response(_DISCONNECTED, request_id)
+    log.error("request.failed request=%s", request_id, exc_info=error)
+    return _error_response(_INTERNAL_ERROR, request_id)
+
+
+def _authorised(request: web.Request, request_id: str) -> S3Request:
+    """Authenticate the request and check it may touch its bucket."""
     services = request.app[SERVICES]
     identity = authenticate(request, services.keyring)
     services.keyring.ensure_active(identity.org_id)
+    request["org"] = identity.access_key_id
     target = parse_target(
         request.raw_path, request.headers.get("Host", ""), services.settings.domain
     )
     s3 = S3Request(request, services, identity, target, request.query, request_id)
-    request["org"] = identity.access_key_id
+    creates_bucket = request.method == "PUT" and not target.key and not request.query
+    if target.bucket and not creates_bucket:
+        require_owner(s3)
+    return s3
+
+
+async def _serve(request: web.Request, request_id: str) -> web.StreamResponse:
+    s3 = request.get(_AUTHORISED) or _authorised(request, request_id)
     handler = handler_for(s3)
     return await handler(s3)
 
