@@ -101,28 +101,45 @@ async def put_object(s3: S3Request) -> web.StreamResponse:
 
 
 async def head_object(s3: S3Request) -> web.StreamResponse:
-    """Return the plaintext size, ETag and metadata of an object."""
+    """Return the plaintext size, ETag and metadata of an object or one part."""
     stored, upstream_headers = await _head(s3)
     etag = await object_etag(s3, stored)
     headers = _read_headers(upstream_headers, etag)
     check_conditions(s3.http.headers, etag, upstream_headers.get("Last-Modified"))
-    response = web.StreamResponse(status=200, headers=headers)
-    response.content_length = stored.plaintext_size
+    part = _part_range(s3, stored)
+    status, length = 200, stored.plaintext_size
+    if part is not None:
+        status, length = 206, part[1] - part[0] + 1
+        headers.update(_part_headers(stored, part))
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = length
     await response.prepare(s3.http)
     await response.write_eof()
     return response
 
 
 async def get_object(s3: S3Request) -> web.StreamResponse:
-    """Stream an object's plaintext, whole or one range."""
-    if s3.http.headers.get("Range") is None:
+    """Stream an object's plaintext, whole, one range or one part."""
+    range_header = s3.http.headers.get("Range")
+    if "partNumber" in s3.query and range_header is not None:
+        raise S3Error(
+            "InvalidRequest",
+            "Cannot specify both Range header and partNumber query parameter",
+        )
+    if range_header is None and "partNumber" not in s3.query:
         return await _get_whole(s3)
     stored, upstream_headers = await _head(s3)
-    byte_range = parse_range(s3.http.headers.get("Range"), stored.plaintext_size)
+    part = _part_range(s3, stored)
+    byte_range = part or parse_range(range_header, stored.plaintext_size)
     if byte_range is None:
         return await _get_whole(s3)
     etag = await object_etag(s3, stored)
     check_conditions(s3.http.headers, etag, upstream_headers.get("Last-Modified"))
+    headers = _read_headers(upstream_headers, etag)
+    if part is not None:
+        headers.update(_part_headers(stored, part))
+    if byte_range[1] < byte_range[0]:
+        return web.Response(status=206, headers=headers)
     pieces = _plan(stored, byte_range)
     first_stored, end_stored = pieces[0].stored_start, pieces[-1].stored_end
     upstream = await s3.services.upstream.request(
@@ -135,7 +152,6 @@ async def get_object(s3: S3Request) -> web.StreamResponse:
             "If-Match": stored.backend_etag,
         },
     )
-    headers = _read_headers(upstream_headers, etag)
     first, last = byte_range
     headers["Content-Range"] = f"bytes {first}-{last}/{stored.plaintext_size}"
     return await stream_plaintext(
@@ -197,6 +213,39 @@ async def _get_whole(s3: S3Request) -> web.StreamResponse:
     return await stream_plaintext(
         s3, upstream, _plan(stored, None), 0, headers, stored.plaintext_size
     )
+
+
+def _part_range(s3: S3Request, stored: StoredObject) -> tuple[int, int] | None:
+    """Return the plaintext range of the part that ?partNumber selects.
+
+    Parts are counted in the order the upload completed them, and an object
+    written by a single PUT is part 1. An empty part gives `(offset,
+    offset - 1)`.
+    """
+    text = s3.query.get("partNumber")
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 10000:
+        raise S3Error(
+            "InvalidArgument",
+            "Part number must be an integer between 1 and 10000, inclusive",
+        )
+    sizes = [p.plaintext_size for p in stored.parts] or [stored.plaintext_size]
+    number = int(text)
+    if number > len(sizes):
+        raise S3Error(
+            "InvalidPartNumber", "The requested partnumber is not satisfiable", 416
+        )
+    offset = sum(sizes[: number - 1])
+    return offset, offset + sizes[number - 1] - 1
+
+
+def _part_headers(stored: StoredObject, part: tuple[int, int]) -> dict[str, str]:
+    first, last = part
+    headers = {"Content-Range": f"bytes {first}-{last}/{stored.plaintext_size}"}
+    if stored.is_multipart:
+        headers["x-amz-mp-parts-count"] = str(len(stored.parts))
+    return headers
 
 
 async def _head(s3: S3Request) -> tuple[StoredObject, dict[str, str]]:

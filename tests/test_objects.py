@@ -171,3 +171,53 @@ def test_user_metadata_hides_header(s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="meta", Body=b"x", Metadata={"a": "1"})
     got = s3.get_object(Bucket=bucket, Key="meta")
     assert got["Metadata"] == {"a": "1"}
+
+
+def test_get_head_part_number(s3: Any, bucket: str) -> None:
+    parts_data = [
+        os.urandom(5 * 1024 * 1024),
+        os.urandom(5 * 1024 * 1024 + 7),
+        b"x" * 33,
+    ]
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="parts")
+    etags = [
+        s3.upload_part(
+            Bucket=bucket,
+            Key="parts",
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=data,
+        )["ETag"]
+        for number, data in enumerate(parts_data, start=1)
+    ]
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="parts",
+        UploadId=upload["UploadId"],
+        MultipartUpload={
+            "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]
+        },
+    )
+    total = sum(len(p) for p in parts_data)
+    second = s3.get_object(Bucket=bucket, Key="parts", PartNumber=2)
+    assert second["Body"].read() == parts_data[1]
+    assert second["PartsCount"] == 3
+    first = len(parts_data[0])
+    last = first + len(parts_data[1]) - 1
+    assert second["ContentRange"] == f"bytes {first}-{last}/{total}"
+    third = s3.head_object(Bucket=bucket, Key="parts", PartNumber=3)
+    assert third["ContentLength"] == 33
+    assert third["PartsCount"] == 3
+    with pytest.raises(ClientError) as error:
+        s3.get_object(Bucket=bucket, Key="parts", PartNumber=4)
+    assert error.value.response["Error"]["Code"] == "InvalidPartNumber"
+
+
+def test_part_number_single_object(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="single", Body=b"0123456789")
+    got = s3.get_object(Bucket=bucket, Key="single", PartNumber=1)
+    assert got["Body"].read() == b"0123456789"
+    assert "PartsCount" not in got
+    with pytest.raises(ClientError) as error:
+        s3.get_object(Bucket=bucket, Key="single", PartNumber=1, Range="bytes=0-1")
+    assert error.value.response["Error"]["Code"] == "InvalidRequest"
