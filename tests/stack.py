@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,17 +82,25 @@ class Backend:
         _stop(self.process)
 
 
-def start_backend(directory: Path) -> Backend:
-    """Start `weed mini` with one admin identity, storing under `directory`."""
+def start_backend(
+    directory: Path, users: Mapping[str, tuple[str, str]] | None = None
+) -> Backend:
+    """Start `weed mini` with one admin identity, storing under `directory`.
+
+    `users` maps the names of further admin identities to their access key id
+    and secret key. SeaweedFS lets only admins create buckets, and an admin
+    may use every bucket.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     access_key, secret_key = "backend" + secrets.token_hex(6), secrets.token_hex(20)
     config = directory / "s3.json"
     config.touch(mode=0o600)
+    keys = {"proxy": (access_key, secret_key), **(users or {})}
     config.write_text(json.dumps({"identities": [{
-        "name": "proxy",
-        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "name": name,
+        "credentials": [{"accessKey": key, "secretKey": secret}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))  # fmt: skip
+    } for name, (key, secret) in keys.items()]}))  # fmt: skip
     ports = [free_port() for _ in range(5)]
     log = directory / "weed.log"
     command = [
