@@ -29,6 +29,7 @@ __all__ = [
 
 _XML = "application/xml"
 _LIST_QUERY = (
+    "allow-unordered",
     "continuation-token",
     "delimiter",
     "encoding-type",

@@ -66,6 +66,7 @@ async def put_object(s3: S3Request) -> web.StreamResponse:
     )
     headers[HEADER_METADATA] = header.to_metadata()
     headers["Content-Length"] = str(sealed_size(size))
+    headers.update(await _write_conditions(s3))
 
     # seal while streaming; the final segment waits for every check to pass
     body = RequestBody(
@@ -213,6 +214,32 @@ async def _get_whole(s3: S3Request) -> web.StreamResponse:
     return await stream_plaintext(
         s3, upstream, _plan(stored, None), 0, headers, stored.plaintext_size
     )
+
+
+async def _write_conditions(s3: S3Request) -> dict[str, str]:
+    """Check a conditional PUT and return the conditions for the object store.
+
+    If-Match names the plaintext ETag, so the proxy compares it and then
+    passes the stored ETag on, and the object store checks again at write
+    time. If-None-Match: * needs no translation.
+    """
+    conditions: dict[str, str] = {}
+    if_none_match = s3.http.headers.get("If-None-Match")
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise S3Error(
+                "NotImplemented",
+                "A PUT accepts only If-None-Match: *",
+                501,
+            )
+        conditions["If-None-Match"] = "*"
+    if_match = s3.http.headers.get("If-Match")
+    if if_match is not None:
+        stored, _ = await _head(s3)
+        etag = await object_etag(s3, stored)
+        check_conditions({"If-Match": if_match}, etag, None)
+        conditions["If-Match"] = stored.backend_etag
+    return conditions
 
 
 def _part_range(s3: S3Request, stored: StoredObject) -> tuple[int, int] | None:

@@ -221,3 +221,21 @@ def test_part_number_single_object(s3: Any, bucket: str) -> None:
     with pytest.raises(ClientError) as error:
         s3.get_object(Bucket=bucket, Key="single", PartNumber=1, Range="bytes=0-1")
     assert error.value.response["Error"]["Code"] == "InvalidRequest"
+
+
+def test_put_if_none_match(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="once", Body=b"first", IfNoneMatch="*")
+    with pytest.raises(ClientError) as error:
+        s3.put_object(Bucket=bucket, Key="once", Body=b"second", IfNoneMatch="*")
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert s3.get_object(Bucket=bucket, Key="once")["Body"].read() == b"first"
+
+
+def test_put_if_match(s3: Any, bucket: str) -> None:
+    etag = s3.put_object(Bucket=bucket, Key="guarded", Body=b"v1")["ETag"]
+    s3.put_object(Bucket=bucket, Key="guarded", Body=b"v2", IfMatch=etag)
+    assert s3.get_object(Bucket=bucket, Key="guarded")["Body"].read() == b"v2"
+    with pytest.raises(ClientError) as error:
+        s3.put_object(Bucket=bucket, Key="guarded", Body=b"v3", IfMatch=etag)
+    assert error.value.response["Error"]["Code"] == "PreconditionFailed"
+    assert s3.get_object(Bucket=bucket, Key="guarded")["Body"].read() == b"v2"
