@@ -90,7 +90,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _expect(request: web.Request) -> web.StreamResponse | None:
-    """Answer `Expect: 100-continue` only once the request is authorised.
+    """Send `100 Continue` only once the request is authorised.
 
     A rejected request gets its error instead of 100 and a closed
     connection, so its body is never read. S3 ignores other expectations.
@@ -174,7 +174,7 @@ def _error_response(error: S3Error, request_id: str) -> web.Response:
         content_type="application/xml",
         headers=error.headers,
     )
-    # a HEAD answer has no body, so the code also travels in a header
+    # a HEAD response has no body, so the code also travels in a header
     response.headers["x-amz-error-code"] = error.code
     return response
 

@@ -129,6 +129,8 @@ async def get_object(s3: S3Request) -> web.StreamResponse:
         )
     if range_header is None and "partNumber" not in s3.query:
         return await _get_whole(s3)
+
+    # a range or a part: the header and size first, then the covering segments
     stored, upstream_headers = await _head(s3)
     part = _part_range(s3, stored)
     byte_range = part or parse_range(range_header, stored.plaintext_size)
@@ -141,6 +143,7 @@ async def get_object(s3: S3Request) -> web.StreamResponse:
         headers.update(_part_headers(stored, part))
     if byte_range[1] < byte_range[0]:
         return web.Response(status=206, headers=headers)
+
     pieces = _plan(stored, byte_range)
     first_stored, end_stored = pieces[0].stored_start, pieces[-1].stored_end
     upstream = await s3.services.upstream.request(

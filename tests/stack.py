@@ -111,8 +111,8 @@ def start_backend(
         f"-master.port={ports[1]}", f"-volume.port={ports[2]}",
         f"-filer.port={ports[3]}", f"-admin.port={ports[4]}",
         f"-s3.config={config}",
-        # S3 refuses to delete a bucket that still holds objects; SeaweedFS
-        # deletes them with it unless told otherwise
+        # S3 rejects deleting a bucket that still contains objects, but
+        # SeaweedFS deletes them with it unless this flag is set
         "-s3.allowDeleteBucketNotEmpty=false",
         # every bucket is a collection with volumes of its own, and the
         # default limit is free disk space / 1 GiB, which tests with hundreds
@@ -139,7 +139,7 @@ def _weed() -> str:
 
 
 def _wait_until_serving(backend: Backend, timeout: float = 60) -> None:
-    """Wait until the gateway answers a signed ListBuckets."""
+    """Wait until the gateway returns a signed ListBuckets."""
     import boto3
     from botocore.config import Config
 

@@ -1,4 +1,4 @@
-"""Expect: 100-continue is answered only after authentication and authorisation."""
+"""The proxy sends 100 Continue only after authentication and authorisation."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def signed_put(tenant: Tenant, url: str, expect: str, secret: str = "") -> bytes
 
 
 def first_answer(url: str, head: bytes) -> tuple[bytes, socket.socket]:
-    """Send a request head and read what the proxy answers before the body."""
+    """Send a request head and read the proxy's response before the body."""
     parts = urlsplit(url)
     connection = socket.create_connection((parts.hostname, parts.port), timeout=10)
     connection.sendall(head)
