@@ -65,12 +65,14 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("stack")
     backend = start_backend(root / "seaweedfs")
-    data_dir = root / "proxy"
-    proxy = start_proxy(data_dir, backend, root / "proxy.log")
     try:
-        yield Stack(backend, proxy, data_dir)
+        data_dir = root / "proxy"
+        proxy = start_proxy(data_dir, backend, root / "proxy.log")
+        try:
+            yield Stack(backend, proxy, data_dir)
+        finally:
+            proxy.stop()
     finally:
-        proxy.stop()
         backend.stop()
 
 

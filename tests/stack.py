@@ -123,11 +123,15 @@ def start_backend(
         process = subprocess.Popen(
             command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
-    wait_for_port(ports[0], process, timeout=60)
     backend = Backend(
         f"http://127.0.0.1:{ports[0]}", access_key, secret_key, process, log
     )
-    _wait_until_serving(backend)
+    try:
+        wait_for_port(ports[0], process, timeout=60)
+        _wait_until_serving(backend)
+    except BaseException:
+        backend.stop()
+        raise
     return backend
 
 
@@ -206,8 +210,13 @@ def start_proxy(
             env=env,
             start_new_session=True,
         )
-    wait_for_port(port, process, timeout=30)
-    return ProxyProcess(f"http://127.0.0.1:{port}", data_dir, process, log, env)
+    proxy = ProxyProcess(f"http://127.0.0.1:{port}", data_dir, process, log, env)
+    try:
+        wait_for_port(port, process, timeout=30)
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy
 
 
 def byok(data_dir: Path, *args: str, input: str | None = None) -> str:
