@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["MIB", "leaked_windows", "sha256_file", "write_sample_file"]
+__all__ = [
+    "MIB",
+    "leaked_windows",
+    "put_multipart",
+    "sha256_file",
+    "write_sample_file",
+]
 
 MIB = 1024 * 1024
 WINDOW = 64
@@ -53,3 +61,26 @@ def leaked_windows(stored: bytes, plaintext: bytes, count: int = 12) -> list[int
     return [
         offset for offset in offsets if plaintext[offset : offset + WINDOW] in stored
     ]
+
+
+def put_multipart(
+    client: Any, bucket: str, key: str, parts: Sequence[bytes]
+) -> dict[str, Any]:
+    """Upload `parts` as parts 1..n of one multipart upload and complete it.
+
+    Returns the CompleteMultipartUpload result.
+    """
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    listed = []
+    for number, part in enumerate(parts, start=1):
+        answer = client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=part
+        )
+        listed.append({"PartNumber": number, "ETag": answer["ETag"]})
+    result: dict[str, Any] = client.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload_id,
+        MultipartUpload={"Parts": listed},
+    )
+    return result

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from tests.awscli_runner import AWS, AwsCli
 from tests.conftest import Stack, Tenant
+from tests.payloads import put_multipart
 
 NAMES = [
     "with space",
@@ -145,27 +146,7 @@ def test_key_multipart_listing_url_encoded(s3: Any, bucket: str) -> None:
     # catalogue, found by the decoded key
     key = "names/multi part caf\u00e9+%"
     part = os.urandom(5 * 1024 * 1024)
-    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
-    etags = [
-        s3.upload_part(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=part,
-        )["ETag"]
-        for number in (1, 2)
-    ]
-    done = s3.complete_multipart_upload(
-        Bucket=bucket,
-        Key=key,
-        UploadId=upload["UploadId"],
-        MultipartUpload={
-            "Parts": [
-                {"PartNumber": n, "ETag": e} for n, e in zip((1, 2), etags, strict=True)
-            ]
-        },
-    )
+    done = put_multipart(s3, bucket, key, [part, part])
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="names/")["Contents"]
     assert [(entry["Key"], entry["Size"]) for entry in listed] == [(key, 2 * len(part))]
     assert listed[0]["ETag"] == done["ETag"]

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 from crypto.header import Header, Purpose
 from crypto.sizes import SEGMENT_SIZE, sealed_size
 from tests.conftest import Stack
+from tests.payloads import put_multipart
 from tests.stack import byok
 
 S = SEGMENT_SIZE
@@ -179,25 +180,7 @@ def test_get_head_part_number(s3: Any, bucket: str) -> None:
         os.urandom(5 * 1024 * 1024 + 7),
         b"x" * 33,
     ]
-    upload = s3.create_multipart_upload(Bucket=bucket, Key="parts")
-    etags = [
-        s3.upload_part(
-            Bucket=bucket,
-            Key="parts",
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=data,
-        )["ETag"]
-        for number, data in enumerate(parts_data, start=1)
-    ]
-    s3.complete_multipart_upload(
-        Bucket=bucket,
-        Key="parts",
-        UploadId=upload["UploadId"],
-        MultipartUpload={
-            "Parts": [{"PartNumber": n, "ETag": e} for n, e in enumerate(etags, 1)]
-        },
-    )
+    put_multipart(s3, bucket, "parts", parts_data)
     total = sum(len(p) for p in parts_data)
     second = s3.get_object(Bucket=bucket, Key="parts", PartNumber=2)
     assert second["Body"].read() == parts_data[1]

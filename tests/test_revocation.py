@@ -25,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError
 
 from tests.conftest import Stack, Tenant
+from tests.payloads import put_multipart
 from tests.stack import ProxyProcess, byok, start_proxy
 
 CANARY = b"REVOCATION-CANARY-plaintext-line "
@@ -89,26 +90,6 @@ def _wrapped_keys(data_dir: Path, org_id: bytes) -> list[bytes]:
     return found
 
 
-def _put_multipart(client: Any, bucket: str, key: str, parts: list[bytes]) -> None:
-    upload = client.create_multipart_upload(Bucket=bucket, Key=key)
-    listed = []
-    for number, part in enumerate(parts, start=1):
-        answer = client.upload_part(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=part,
-        )
-        listed.append({"PartNumber": number, "ETag": answer["ETag"]})
-    client.complete_multipart_upload(
-        Bucket=bucket,
-        Key=key,
-        UploadId=upload["UploadId"],
-        MultipartUpload={"Parts": listed},
-    )
-
-
 @pytest.fixture(scope="module")
 def revoked(stack: Stack, proxy_urls: dict[str, str], backend_s3: Any) -> Revoked:
     name = "revoked-" + secrets.token_hex(4)
@@ -123,7 +104,7 @@ def revoked(stack: Stack, proxy_urls: dict[str, str], backend_s3: Any) -> Revoke
     single = CANARY * 8000
     parts = [CANARY * (PART_SIZE // len(CANARY) + 1), CANARY * 100]
     first.put_object(Bucket=bucket, Key=SINGLE_KEY, Body=single)
-    _put_multipart(first, bucket, MULTIPART_KEY, parts)
+    put_multipart(first, bucket, MULTIPART_KEY, parts)
     plaintexts = {SINGLE_KEY: single, MULTIPART_KEY: b"".join(parts)}
 
     # both processes unwrap and cache the keys before the revocation

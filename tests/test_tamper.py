@@ -33,6 +33,7 @@ from urllib3.exceptions import HTTPError
 from crypto.header import METADATA_KEY
 from crypto.sizes import SEGMENT_SIZE, TAG_SIZE, part_stored_size, sealed_size
 from tests.conftest import Stack, Tenant
+from tests.payloads import put_multipart
 
 S = SEGMENT_SIZE
 SEALED = SEGMENT_SIZE + TAG_SIZE
@@ -475,28 +476,7 @@ def test_tamper_other_organisation_object(
 
 def _put_multipart(client: Any, bucket: str, key: str) -> list[bytes]:
     parts = [os.urandom(size) for size in PART_SIZES]
-    upload = client.create_multipart_upload(Bucket=bucket, Key=key)
-    etags = [
-        client.upload_part(
-            Bucket=bucket,
-            Key=key,
-            UploadId=upload["UploadId"],
-            PartNumber=number,
-            Body=part,
-        )["ETag"]
-        for number, part in enumerate(parts, start=1)
-    ]
-    client.complete_multipart_upload(
-        Bucket=bucket,
-        Key=key,
-        UploadId=upload["UploadId"],
-        MultipartUpload={
-            "Parts": [
-                {"PartNumber": number, "ETag": etag}
-                for number, etag in enumerate(etags, start=1)
-            ]
-        },
-    )
+    put_multipart(client, bucket, key, parts)
     return parts
 
 
