@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proxy import buckets, multipart, objects
+from proxy import buckets, copy, multipart, objects
 from proxy.context import S3Request
 from proxy.errors import S3Error
 from proxy.passthrough import forward, read_body
@@ -71,9 +71,11 @@ def _bucket(s3: S3Request) -> Handler:
 def _object(s3: S3Request) -> Handler:
     method, query = s3.http.method, s3.query
     if "x-amz-copy-source" in s3.http.headers:
-        # TODO: CopyObject and UploadPartCopy; within one DEK a copy can keep
-        # the body and reseal only the header for its new name.
-        raise _not_implemented("copy")
+        if method != "PUT" or "uploadId" in query:
+            # TODO: UploadPartCopy, opening the source range and sealing it
+            # as a part.
+            raise _not_implemented("upload part copy")
+        return copy.copy_object
     if "uploadId" in query:
         table = {
             "PUT": multipart.upload_part,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from crypto.header import Layout, seal_header
 from crypto.sizes import sealed_size
@@ -39,7 +40,10 @@ __all__ = [
     "delete_objects",
     "get_object",
     "head_object",
+    "head_stored",
+    "plan_read",
     "put_object",
+    "read_headers",
 ]
 
 _VERSION_QUERY = ("versionId",)
@@ -103,9 +107,9 @@ async def put_object(s3: S3Request) -> web.StreamResponse:
 
 async def head_object(s3: S3Request) -> web.StreamResponse:
     """Return the plaintext size, ETag and metadata of an object or one part."""
-    stored, upstream_headers = await _head(s3)
+    stored, upstream_headers = await head_stored(s3)
     etag = await object_etag(s3, stored)
-    headers = _read_headers(upstream_headers, etag)
+    headers = read_headers(upstream_headers, etag)
     check_conditions(s3.http.headers, etag, upstream_headers.get("Last-Modified"))
     part = _part_range(s3, stored)
     status, length = 200, stored.plaintext_size
@@ -131,20 +135,20 @@ async def get_object(s3: S3Request) -> web.StreamResponse:
         return await _get_whole(s3)
 
     # a range or a part: the header and size first, then the covering segments
-    stored, upstream_headers = await _head(s3)
+    stored, upstream_headers = await head_stored(s3)
     part = _part_range(s3, stored)
     byte_range = part or parse_range(range_header, stored.plaintext_size)
     if byte_range is None:
         return await _get_whole(s3)
     etag = await object_etag(s3, stored)
     check_conditions(s3.http.headers, etag, upstream_headers.get("Last-Modified"))
-    headers = _read_headers(upstream_headers, etag)
+    headers = read_headers(upstream_headers, etag)
     if part is not None:
         headers.update(_part_headers(stored, part))
     if byte_range[1] < byte_range[0]:
         return web.Response(status=206, headers=headers)
 
-    pieces = _plan(stored, byte_range)
+    pieces = plan_read(stored, byte_range)
     first_stored, end_stored = pieces[0].stored_start, pieces[-1].stored_end
     upstream = await s3.services.upstream.request(
         "GET",
@@ -213,9 +217,9 @@ async def _get_whole(s3: S3Request) -> web.StreamResponse:
     except BaseException:
         upstream.release()
         raise
-    headers = _read_headers(upstream.headers, etag)
+    headers = read_headers(upstream.headers, etag)
     return await stream_plaintext(
-        s3, upstream, _plan(stored, None), 0, headers, stored.plaintext_size
+        s3, upstream, plan_read(stored, None), 0, headers, stored.plaintext_size
     )
 
 
@@ -238,7 +242,7 @@ async def _write_conditions(s3: S3Request) -> dict[str, str]:
         conditions["If-None-Match"] = "*"
     if_match = s3.http.headers.get("If-Match")
     if if_match is not None:
-        stored, _ = await _head(s3)
+        stored, _ = await head_stored(s3)
         etag = await object_etag(s3, stored)
         check_conditions({"If-Match": if_match}, etag, None)
         conditions["If-Match"] = stored.backend_etag
@@ -278,25 +282,26 @@ def _part_headers(stored: StoredObject, part: tuple[int, int]) -> dict[str, str]
     return headers
 
 
-async def _head(s3: S3Request) -> tuple[StoredObject, dict[str, str]]:
+async def head_stored(s3: S3Request) -> tuple[StoredObject, Mapping[str, str]]:
+    """HEAD the addressed object upstream and open its header."""
     response = await s3.services.upstream.request(
         "HEAD", s3.bucket, s3.key, query=_query(s3, _VERSION_QUERY + _GET_OVERRIDES)
     )
     async with response:
         if response.status != 200:
             raise await error_from_response(response)
-        headers = dict(response.headers)
+        headers = CIMultiDict(response.headers)
     stored = open_stored(s3, response.headers, _content_length(response.headers))
     return stored, headers
 
 
-def _plan(stored: StoredObject, byte_range: tuple[int, int] | None) -> list[Piece]:
+def plan_read(stored: StoredObject, byte_range: tuple[int, int] | None) -> list[Piece]:
     if stored.is_multipart:
         return plan_multipart(stored.header, stored.keys, stored.parts, byte_range)
     return plan_single(stored.header, stored.keys, byte_range)
 
 
-def _read_headers(upstream: Mapping[str, str], etag: str) -> dict[str, str]:
+def read_headers(upstream: Mapping[str, str], etag: str) -> dict[str, str]:
     headers = client_object_headers(upstream)
     headers["ETag"] = etag
     headers["Accept-Ranges"] = "bytes"
