@@ -7,6 +7,7 @@ Both ends stream, so memory stays bounded whatever the object size.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from proxy.headers import (
     client_object_headers,
     upstream_object_headers,
 )
+from proxy.multipart import open_upload, part_number, seal_part
 from proxy.objects import head_stored, plan_read
 from proxy.s3xml import document, to_bytes
 from proxy.stored import (
@@ -44,9 +46,10 @@ from proxy.streams import Failure, guarded, send_upstream_write
 from proxy.transfer import opened_chunks, sealed_chunks
 from proxy.upstream import error_from_response
 
-__all__ = ["copy_object"]
+__all__ = ["copy_object", "upload_part_copy"]
 
 MAX_COPY_SIZE = 5 * 1024**3
+_COPY_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$", re.ASCII)
 _COPY_CONDITIONS = {
     "x-amz-copy-source-if-match": "If-Match",
     "x-amz-copy-source-if-none-match": "If-None-Match",
@@ -92,11 +95,10 @@ async def copy_object(s3: S3Request) -> web.StreamResponse:
     headers[HEADER_METADATA] = header.to_metadata()
     headers["Content-Length"] = str(sealed_size(stored.plaintext_size))
     sealer = StreamSealer(keys.content_key, header.nonce_prefix, stored.plaintext_size)
-    upstream = await _open_source(source, stored)
+    pieces = plan_read(stored, None)
+    upstream = await _open_source(source, stored, 0, stored.stored_size)
     try:
-        plaintext = opened_chunks(
-            upstream.content.iter_any(), plan_read(stored, None), 0
-        )
+        plaintext = opened_chunks(upstream.content.iter_any(), pieces, 0)
         failure = Failure()
         chunks = guarded(sealed_chunks(plaintext, sealer), failure)
         written = await send_upstream_write(s3, headers, chunks, failure)
@@ -124,6 +126,56 @@ async def copy_object(s3: S3Request) -> web.StreamResponse:
     if "x-amz-version-id" in written:
         response.headers["x-amz-version-id"] = written["x-amz-version-id"]
     return response
+
+
+async def upload_part_copy(s3: S3Request) -> web.StreamResponse:
+    """Seal a range of a source object, or all of it, as one part."""
+    upload, header, keys = open_upload(s3)
+    number = part_number(s3)
+    source = _source_request(s3)
+    require_owner(source)
+    stored, source_headers = await head_stored(source)
+    etag = await object_etag(source, stored)
+    _check_copy_conditions(s3, etag, source_headers.get("Last-Modified"))
+    byte_range = _copy_range(s3, stored.plaintext_size)
+    if byte_range is None:
+        size = stored.plaintext_size
+        pieces = plan_read(stored, None)
+    else:
+        size = byte_range[1] - byte_range[0] + 1
+        pieces = plan_read(stored, byte_range)
+
+    upstream = await _open_source(
+        source, stored, pieces[0].stored_start, pieces[-1].stored_end
+    )
+    try:
+        plaintext = opened_chunks(
+            upstream.content.iter_any(), pieces, pieces[0].stored_start
+        )
+        digest = await seal_part(s3, upload, (header, keys), number, size, plaintext)
+    except DecryptionFailed as error:
+        raise decryption_failed(source, error) from error
+    finally:
+        upstream.release()
+    answer = document(
+        "CopyPartResult", {"LastModified": _now_iso(), "ETag": md5_etag(digest)}
+    )
+    return web.Response(body=to_bytes(answer), content_type="application/xml")
+
+
+def _copy_range(s3: S3Request, size: int) -> tuple[int, int] | None:
+    """Parse x-amz-copy-source-range, which must name both ends in the source."""
+    value = s3.http.headers.get("x-amz-copy-source-range")
+    if value is None:
+        return None
+    match = _COPY_RANGE.match(value)
+    if match is None or int(match[1]) > int(match[2]) or int(match[2]) >= size:
+        raise S3Error(
+            "InvalidRange" if match else "InvalidArgument",
+            f"Range specified is not valid for source object of size: {size}",
+            416 if match else 400,
+        )
+    return int(match[1]), int(match[2])
 
 
 def _source_request(s3: S3Request) -> S3Request:
@@ -184,16 +236,21 @@ def _destination_headers(
 
 
 async def _open_source(
-    source: S3Request, stored: StoredObject
+    source: S3Request, stored: StoredObject, start: int, end: int
 ) -> aiohttp.ClientResponse:
+    """GET the stored bytes [start, end) of the source, pinned to its ETag."""
+    headers = {"If-Match": stored.backend_etag}
+    whole = start == 0 and end == stored.stored_size
+    if not whole:
+        headers["Range"] = f"bytes={start}-{end - 1}"
     response = await source.services.upstream.request(
         "GET",
         source.bucket,
         source.key,
         query=list(source.query.items()),
-        headers={"If-Match": stored.backend_etag},
+        headers=headers,
     )
-    if response.status != 200:
+    if response.status != (200 if whole else 206):
         try:
             raise await error_from_response(response)
         finally:

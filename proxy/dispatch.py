@@ -71,10 +71,10 @@ def _bucket(s3: S3Request) -> Handler:
 def _object(s3: S3Request) -> Handler:
     method, query = s3.http.method, s3.query
     if "x-amz-copy-source" in s3.http.headers:
-        if method != "PUT" or "uploadId" in query:
-            # TODO: UploadPartCopy, opening the source range and sealing it
-            # as a part.
-            raise _not_implemented("upload part copy")
+        if method != "PUT":
+            raise _not_allowed(s3)
+        if "uploadId" in query:
+            return copy.upload_part_copy
         return copy.copy_object
     if "uploadId" in query:
         table = {

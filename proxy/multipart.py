@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import AsyncIterable, Callable
 from dataclasses import replace
 from xml.etree.ElementTree import SubElement
 
@@ -44,6 +45,9 @@ __all__ = [
     "complete_upload",
     "create_upload",
     "list_parts",
+    "open_upload",
+    "part_number",
+    "seal_part",
     "upload_part",
 ]
 
@@ -79,20 +83,44 @@ async def create_upload(s3: S3Request) -> web.StreamResponse:
 
 async def upload_part(s3: S3Request) -> web.StreamResponse:
     """Seal one part under its own salt and key."""
-    upload, header, keys = _open_upload(s3)
-    number = _part_number(s3)
+    upload, header, keys = open_upload(s3)
+    number = part_number(s3)
     size = plaintext_length(s3.http.headers, payload_mode(s3.identity.auth))
-    part_salt = os.urandom(PART_SALT_SIZE)
-    sealer = StreamSealer(part_key(keys, part_salt, number), header.nonce_prefix, size)
     body = RequestBody(
         s3.http.content.iter_any(),
         s3.http.headers,
         s3.identity.auth,
         s3.identity.context,
     )
+    digest = await seal_part(
+        s3, upload, (header, keys), number, size, body.chunks(), body.verify
+    )
+    answer = web.Response(status=200, headers={"ETag": md5_etag(digest)})
+    for name, value in s3.http.headers.items():
+        if name.lower().startswith("x-amz-checksum-"):
+            answer.headers[name] = value
+    return answer
+
+
+async def seal_part(
+    s3: S3Request,
+    upload: UploadRecord,
+    opened: tuple[Header, ObjectKeys],
+    number: int,
+    size: int,
+    plaintext: AsyncIterable[bytes],
+    before_final: Callable[[], None] | None = None,
+) -> bytes:
+    """Seal `plaintext` as part `number` of `upload`; return its MD5.
+
+    The part draws a fresh salt, so a resent part number never reuses a key.
+    """
+    header, keys = opened
+    part_salt = os.urandom(PART_SALT_SIZE)
+    sealer = StreamSealer(part_key(keys, part_salt, number), header.nonce_prefix, size)
     failure = Failure()
     chunks = guarded(
-        sealed_chunks(body.chunks(), sealer, part_salt, before_final=body.verify),
+        sealed_chunks(plaintext, sealer, part_salt, before_final=before_final),
         failure,
     )
     query = [("partNumber", str(number)), ("uploadId", upload.upload_id)]
@@ -110,16 +138,12 @@ async def upload_part(s3: S3Request) -> web.StreamResponse:
             response.get("ETag", ""),
         ),
     )
-    answer = web.Response(status=200, headers={"ETag": md5_etag(digest)})
-    for name, value in s3.http.headers.items():
-        if name.lower().startswith("x-amz-checksum-"):
-            answer.headers[name] = value
-    return answer
+    return digest
 
 
 async def complete_upload(s3: S3Request) -> web.StreamResponse:
     """Check the client's part list, record the part table, complete upstream."""
-    upload, header, keys = _open_upload(s3)
+    upload, header, keys = open_upload(s3)
     requested = _requested_parts(await read_body(s3))
     recorded = s3.services.catalogue.parts(upload.upload_id)
     chosen = [recorded.get(number) for number, _ in requested]
@@ -159,7 +183,7 @@ async def complete_upload(s3: S3Request) -> web.StreamResponse:
 
 async def abort_upload(s3: S3Request) -> web.StreamResponse:
     """Abort an upload upstream and forget its parts."""
-    upload, _, _ = _open_upload(s3)
+    upload, _, _ = open_upload(s3)
     await upstream_bytes(
         s3,
         "DELETE",
@@ -173,7 +197,7 @@ async def abort_upload(s3: S3Request) -> web.StreamResponse:
 
 async def list_parts(s3: S3Request) -> web.StreamResponse:
     """List uploaded parts with plaintext sizes and ETags."""
-    upload, header, keys = _open_upload(s3)
+    upload, header, keys = open_upload(s3)
     query = [
         (name, value)
         for name, value in s3.query.items()
@@ -193,7 +217,7 @@ async def list_parts(s3: S3Request) -> web.StreamResponse:
     return web.Response(body=to_bytes(root), content_type=_XML)
 
 
-def _open_upload(s3: S3Request) -> tuple[UploadRecord, Header, ObjectKeys]:
+def open_upload(s3: S3Request) -> tuple[UploadRecord, Header, ObjectKeys]:
     upload_id = s3.query.get("uploadId", "")
     upload = s3.services.catalogue.upload(upload_id)
     if upload is None or (upload.bucket, upload.key) != (s3.bucket, s3.key):
@@ -212,7 +236,7 @@ def _open_upload(s3: S3Request) -> tuple[UploadRecord, Header, ObjectKeys]:
     return upload, header, open_keys(s3, header, s3.bucket, s3.key)
 
 
-def _part_number(s3: S3Request) -> int:
+def part_number(s3: S3Request) -> int:
     text = s3.query.get("partNumber", "")
     if not _is_decimal(text) or not 1 <= int(text) <= MAX_PART_NUMBER:
         raise S3Error(

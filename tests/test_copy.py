@@ -148,3 +148,56 @@ def test_copy_from_other_organisation(stack: Stack, s3: Any, bucket: str) -> Non
         )
     assert error.value.response["Error"]["Code"] == "AccessDenied"
     other.delete_bucket(Bucket=bucket + "-thief")
+
+
+def test_upload_part_copy_ranges(s3: Any, bucket: str) -> None:
+    data = os.urandom(7 * 1024 * 1024 + 3)
+    s3.put_object(Bucket=bucket, Key="whole", Body=data)
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="assembled")
+    cut = 5 * 1024 * 1024 + 1
+    ranges = [(0, cut - 1), (cut, len(data) - 1)]
+    parts = []
+    for number, (first, last) in enumerate(ranges, start=1):
+        answer = s3.upload_part_copy(
+            Bucket=bucket,
+            Key="assembled",
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            CopySource={"Bucket": bucket, "Key": "whole"},
+            CopySourceRange=f"bytes={first}-{last}",
+        )
+        expected = hashlib.md5(data[first : last + 1]).hexdigest()
+        assert answer["CopyPartResult"]["ETag"] == f'"{expected}"'
+        parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="assembled",
+        UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": parts},
+    )
+    assert s3.get_object(Bucket=bucket, Key="assembled")["Body"].read() == data
+
+
+def test_upload_part_copy_invalid_range(s3: Any, bucket: str) -> None:
+    s3.put_object(Bucket=bucket, Key="short", Body=b"0123456789")
+    upload = s3.create_multipart_upload(Bucket=bucket, Key="bad")
+    with pytest.raises(ClientError) as error:
+        s3.upload_part_copy(
+            Bucket=bucket,
+            Key="bad",
+            UploadId=upload["UploadId"],
+            PartNumber=1,
+            CopySource={"Bucket": bucket, "Key": "short"},
+            CopySourceRange="bytes=5-20",
+        )
+    assert error.value.response["Error"]["Code"] == "InvalidRange"
+
+
+def test_managed_copy_large_object(s3: Any, bucket: str, tmp_path: Any) -> None:
+    source = tmp_path / "large.bin"
+    source.write_bytes(os.urandom(20 * 1024 * 1024 + 11))
+    s3.upload_file(str(source), bucket, "large")
+    s3.copy({"Bucket": bucket, "Key": "large"}, bucket, "large-copy")
+    target = tmp_path / "copied.bin"
+    s3.download_file(bucket, "large-copy", str(target))
+    assert target.read_bytes() == source.read_bytes()
