@@ -23,6 +23,7 @@ __all__ = [
     "delete_bucket",
     "head_bucket",
     "list_buckets",
+    "list_object_versions",
     "list_objects",
     "require_owner",
 ]
@@ -115,13 +116,35 @@ async def list_buckets(s3: S3Request) -> web.StreamResponse:
 
 async def list_objects(s3: S3Request) -> web.StreamResponse:
     """List objects (V1 or V2) with plaintext sizes and ETags."""
-    query = [(n, v) for n, v in s3.query.items() if n in _LIST_QUERY]
+    return await _listing(s3, _LIST_QUERY, "Contents")
+
+
+async def list_object_versions(s3: S3Request) -> web.StreamResponse:
+    """List object versions with plaintext sizes and ETags."""
+    return await _listing(s3, _VERSIONS_QUERY, "Version")
+
+
+async def _listing(
+    s3: S3Request, names: tuple[str, ...], entry_tag: str
+) -> web.StreamResponse:
+    query = [(n, v) for n, v in s3.query.items() if n in names]
     body, _ = await upstream_bytes(s3, "GET", query=query)
     root = parse_xml(body, what="object list")
     url_encoded = root.findtext("EncodingType") == "url"
-    for entry in root.iter("Contents"):
+    for entry in root.iter(entry_tag):
         _rewrite_entry(s3, entry, url_encoded)
     return _xml_answer(root)
+
+
+_VERSIONS_QUERY = (
+    "delimiter",
+    "encoding-type",
+    "key-marker",
+    "max-keys",
+    "prefix",
+    "version-id-marker",
+    "versions",
+)
 
 
 def _rewrite_entry(s3: S3Request, entry: Element, url_encoded: bool) -> None:

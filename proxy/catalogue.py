@@ -287,12 +287,6 @@ class Catalogue:
             bucket, key, backend_etag, row[0], bytes(row[1]), bytes(row[3]), parts
         )
 
-    def forget_object(self, bucket: str, key: str) -> None:
-        """Drop the facts of every stored version of a deleted object."""
-        self._db.execute(
-            "DELETE FROM objects WHERE bucket = ? AND key = ?", (bucket, key)
-        )
-
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         self._db.execute("BEGIN IMMEDIATE")

@@ -9,7 +9,7 @@ from aiohttp import web
 from proxy import buckets, copy, multipart, objects
 from proxy.context import S3Request
 from proxy.errors import S3Error
-from proxy.passthrough import forward, read_body
+from proxy.passthrough import body_digest_headers, forward, read_body
 
 __all__ = ["Handler", "handler_for"]
 
@@ -22,7 +22,7 @@ _UNSUPPORTED = (
     "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
     "metrics", "notification", "object-lock", "ownershipControls", "policy",
     "policyStatus", "publicAccessBlock", "replication", "requestPayment",
-    "restore", "retention", "select", "tagging", "torrent", "versions",
+    "restore", "retention", "select", "tagging", "torrent",
     "website",
 )  # fmt: skip
 
@@ -53,6 +53,10 @@ def _bucket(s3: S3Request) -> Handler:
         return _forward_get
     if method == "GET" and "versioning" in query:
         return _forward_get
+    if method == "GET" and "versions" in query:
+        return buckets.list_object_versions
+    if method == "PUT" and "versioning" in query:
+        return _forward_put
     if method == "PUT" and query:
         raise _not_implemented(next(iter(query)))
     if method == "POST" and "delete" in query:
@@ -100,6 +104,15 @@ def _object(s3: S3Request) -> Handler:
 async def _forward_get(s3: S3Request) -> web.StreamResponse:
     await read_body(s3)
     return await forward(s3, "GET", query=list(s3.query.items()))
+
+
+async def _forward_put(s3: S3Request) -> web.StreamResponse:
+    """Forward a bucket configuration PUT whose body passes unchanged."""
+    body = await read_body(s3)
+    headers = body_digest_headers(s3.http.headers)
+    return await forward(
+        s3, "PUT", query=list(s3.query.items()), headers=headers, body=body
+    )
 
 
 def _not_implemented(feature: str) -> S3Error:

@@ -20,9 +20,8 @@ from proxy.headers import (
     client_object_headers,
     upstream_object_headers,
 )
-from proxy.passthrough import forward, read_body
+from proxy.passthrough import body_digest_headers, forward, read_body
 from proxy.ranges import parse_range
-from proxy.s3xml import parse_xml
 from proxy.sigv4 import payload_mode
 from proxy.stored import (
     StoredObject,
@@ -168,14 +167,16 @@ async def get_object(s3: S3Request) -> web.StreamResponse:
 
 
 async def delete_object(s3: S3Request) -> web.StreamResponse:
-    """Delete an object and forget its catalogue facts."""
+    """Delete an object, or one version of it."""
     response = await s3.services.upstream.request(
         "DELETE", s3.bucket, s3.key, query=_query(s3, _VERSION_QUERY)
     )
     async with response:
         if response.status >= 300:
             raise await error_from_response(response)
-        s3.services.catalogue.forget_object(s3.bucket, s3.key)
+        # The catalogue keeps the object's record: in a versioned bucket older
+        # versions stay readable and need their part tables.
+        # TODO: prune the records of objects and versions that are gone.
         answer = web.Response(status=response.status)
         _copy_header(response.headers, answer, "x-amz-version-id")
         _copy_header(response.headers, answer, "x-amz-delete-marker")
@@ -185,23 +186,8 @@ async def delete_object(s3: S3Request) -> web.StreamResponse:
 async def delete_objects(s3: S3Request) -> web.StreamResponse:
     """Delete several objects; the body passes upstream unchanged."""
     body = await read_body(s3)
-    keys = [
-        element.findtext("Key") or ""
-        for element in parse_xml(body, what="delete request").iter("Object")
-    ]
-    headers = {
-        name: value
-        for name, value in s3.http.headers.items()
-        if name.lower() in ("content-md5", "content-type")
-        or name.lower().startswith("x-amz-checksum-")
-        or name.lower() == "x-amz-sdk-checksum-algorithm"
-    }
-    answer = await forward(
-        s3, "POST", query=[("delete", "")], headers=headers, body=body
-    )
-    for key in keys:
-        s3.services.catalogue.forget_object(s3.bucket, key)
-    return answer
+    headers = body_digest_headers(s3.http.headers)
+    return await forward(s3, "POST", query=[("delete", "")], headers=headers, body=body)
 
 
 async def _get_whole(s3: S3Request) -> web.StreamResponse:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiohttp import web
 
@@ -11,10 +11,21 @@ from proxy.context import S3Request
 from proxy.errors import S3Error
 from proxy.upstream import error_from_response
 
-__all__ = ["forward", "read_body", "upstream_bytes"]
+__all__ = ["body_digest_headers", "forward", "read_body", "upstream_bytes"]
 
 XML_BODY_LIMIT = 4 * 1024 * 1024
 _ANSWER_HEADERS = ("Content-Type", "x-amz-version-id", "x-amz-delete-marker")
+
+
+def body_digest_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Pick the headers describing a body that the proxy forwards unchanged."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if name.lower()
+        in ("content-md5", "content-type", "x-amz-sdk-checksum-algorithm")
+        or name.lower().startswith("x-amz-checksum-")
+    }
 
 
 async def read_body(s3: S3Request, limit: int = XML_BODY_LIMIT) -> bytes:

@@ -107,8 +107,9 @@ def remove_bucket(client: Any, name: str) -> None:
         client.abort_multipart_upload(
             Bucket=name, Key=upload["Key"], UploadId=upload["UploadId"]
         )
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
-        keys = [{"Key": entry["Key"]} for entry in page.get("Contents", [])]
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=name):
+        entries = page.get("Versions", []) + page.get("DeleteMarkers", [])
+        keys = [{"Key": e["Key"], "VersionId": e["VersionId"]} for e in entries]
         if keys:
             client.delete_objects(Bucket=name, Delete={"Objects": keys})
     client.delete_bucket(Bucket=name)

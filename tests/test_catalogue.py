@@ -29,12 +29,6 @@ def test_catalogue_object_round_trip(catalogue: Catalogue) -> None:
     assert catalogue.object("b", "k", '"other"') is None
 
 
-def test_catalogue_forget_object(catalogue: Catalogue) -> None:
-    catalogue.record_object(ObjectRecord("b", "k", '"e"', 1, b"x", b"h"))
-    catalogue.forget_object("b", "k")
-    assert catalogue.object("b", "k", '"e"') is None
-
-
 def test_catalogue_bucket_owner(catalogue: Catalogue) -> None:
     catalogue.claim_bucket("photos", b"a" * 16, 0.0)
     assert catalogue.bucket_owner("photos") == b"a" * 16
