@@ -22,7 +22,7 @@ _UNSUPPORTED = (
     "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
     "metrics", "notification", "object-lock", "ownershipControls", "policy",
     "policyStatus", "publicAccessBlock", "replication", "requestPayment",
-    "restore", "retention", "select", "tagging", "torrent",
+    "restore", "retention", "select", "torrent",
     "website",
 )  # fmt: skip
 
@@ -53,6 +53,8 @@ def _bucket(s3: S3Request) -> Handler:
         return _forward_get
     if method == "GET" and "versioning" in query:
         return _forward_get
+    if "tagging" in query:
+        return _tagging(s3)
     if method == "GET" and "versions" in query:
         return buckets.list_object_versions
     if method == "PUT" and "versioning" in query:
@@ -80,6 +82,8 @@ def _object(s3: S3Request) -> Handler:
         if "uploadId" in query:
             return copy.upload_part_copy
         return copy.copy_object
+    if "tagging" in query:
+        return _tagging(s3)
     if "uploadId" in query:
         table = {
             "PUT": multipart.upload_part,
@@ -104,6 +108,23 @@ def _object(s3: S3Request) -> Handler:
 async def _forward_get(s3: S3Request) -> web.StreamResponse:
     await read_body(s3)
     return await forward(s3, "GET", query=list(s3.query.items()))
+
+
+def _tagging(s3: S3Request) -> Handler:
+    """Tags are object store metadata, stored unencrypted like object keys."""
+    table: dict[str, Handler] = {
+        "GET": _forward_get,
+        "PUT": _forward_put,
+        "DELETE": _forward_delete,
+    }
+    if s3.http.method not in table:
+        raise _not_allowed(s3)
+    return table[s3.http.method]
+
+
+async def _forward_delete(s3: S3Request) -> web.StreamResponse:
+    await read_body(s3)
+    return await forward(s3, "DELETE", query=list(s3.query.items()))
 
 
 async def _forward_put(s3: S3Request) -> web.StreamResponse:
