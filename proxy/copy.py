@@ -206,7 +206,7 @@ def _check_copy_conditions(s3: S3Request, etag: str, last_modified: str | None) 
     except S3Error as error:
         if error.status != 304:
             raise
-        # a copy answers every failed condition with 412
+        # a copy fails every unmet condition with 412, 304 included
         raise S3Error(
             "PreconditionFailed",
             "At least one of the pre-conditions you specified did not hold",
