@@ -224,10 +224,8 @@ ERRORS: dict[str, tuple[Call, int, str]] = {
         404,
         "NoSuchUpload",
     ),
-    "copy not implemented": (
-        lambda c, b: c.copy_object(
-            Bucket=b, Key="copy", CopySource={"Bucket": b, "Key": "present"}
-        ),
+    "acl not implemented": (
+        lambda c, b: c.get_object_acl(Bucket=b, Key="present"),
         501,
         "NotImplemented",
     ),
