@@ -1,6 +1,6 @@
 """Conditional GET and HEAD headers, evaluated against the plaintext ETag.
 
-The object store only knows the ciphertext's ETag, so the proxy evaluates
+The object store only has the ciphertext's ETag, so the proxy evaluates
 these headers itself and never forwards them.
 """
 
@@ -39,10 +39,10 @@ def check_conditions(
 
 
 def _etag_matches(header: str, etag: str) -> bool:
-    wanted = etag.strip('"')
+    expected = etag.strip('"')
     for candidate in header.split(","):
         value = candidate.strip().removeprefix("W/").strip('"')
-        if value == "*" or value == wanted:
+        if value == "*" or value == expected:
             return True
     return False
 

@@ -1,4 +1,4 @@
-"""What a request handler gets: the services and the authenticated request."""
+"""Request handler inputs: the services and the authenticated request."""
 
 from __future__ import annotations
 

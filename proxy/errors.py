@@ -8,11 +8,11 @@ __all__ = ["S3Error"]
 
 
 class S3Error(Exception):
-    """An error answered to the client as S3 XML.
+    """An error returned to the client as S3 XML.
 
     `code` is the S3 error code (`NoSuchKey`, `SignatureDoesNotMatch`, ...),
-    `status` the HTTP status. The message is for the client: it never holds a
-    secret, a key or plaintext.
+    `status` the HTTP status. The message is for the client, so it never
+    contains a secret, a key or plaintext.
     """
 
     def __init__(

@@ -20,6 +20,7 @@ from proxy.headers import (
     client_object_headers,
     upstream_object_headers,
 )
+from proxy.multipart import part_number
 from proxy.passthrough import body_digest_headers, forward, read_body
 from proxy.ranges import parse_range
 from proxy.sigv4 import payload_mode
@@ -242,16 +243,10 @@ def _part_range(s3: S3Request, stored: StoredObject) -> tuple[int, int] | None:
     written by a single PUT is part 1. An empty part gives `(offset,
     offset - 1)`.
     """
-    text = s3.query.get("partNumber")
-    if text is None:
+    if "partNumber" not in s3.query:
         return None
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 10000:
-        raise S3Error(
-            "InvalidArgument",
-            "Part number must be an integer between 1 and 10000, inclusive",
-        )
+    number = part_number(s3)
     sizes = [p.plaintext_size for p in stored.parts] or [stored.plaintext_size]
-    number = int(text)
     if number > len(sizes):
         raise S3Error(
             "InvalidPartNumber", "The requested partnumber is not satisfiable", 416

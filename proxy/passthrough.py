@@ -76,7 +76,7 @@ async def forward(
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
 ) -> web.Response:
-    """Forward a request whose answer the client may see unchanged."""
+    """Forward a request whose response the client may see unchanged."""
     response = await s3.services.upstream.request(
         method, s3.bucket, s3.key, query=query, headers=headers, body=body
     )

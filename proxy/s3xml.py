@@ -1,4 +1,4 @@
-"""S3 XML documents: parsing client and upstream bodies, writing answers."""
+"""S3 XML documents: parsing client and upstream bodies, writing responses."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def document(tag: str, fields: dict[str, str] | None = None) -> Element:
 
 
 def to_bytes(root: Element) -> bytes:
-    """Serialise an answer document with the XML declaration."""
+    """Serialise a response document with the XML declaration."""
     return _XML_DECLARATION + cast(
         bytes, tostring(root, encoding="utf-8", xml_declaration=False)
     )

@@ -248,10 +248,10 @@ async def _read_digest(s3: S3Request, stored: StoredObject) -> bytes:
 
 
 def md5_etag(digest: bytes) -> str:
-    """The quoted S3 ETag of a single-part object."""
+    """Return the quoted S3 ETag of a single-part object."""
     return f'"{digest.hex()}"'
 
 
 def composite_etag(digests: list[bytes]) -> str:
-    """The quoted S3 ETag of a multipart object from its part MD5s."""
+    """Return the quoted S3 ETag of a multipart object from its part MD5s."""
     return f'"{hashlib.md5(b"".join(digests)).hexdigest()}-{len(digests)}"'

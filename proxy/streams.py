@@ -1,11 +1,11 @@
 """Moving bodies between the client and the object store.
 
-Uploads: the sealed stream goes upstream with an exact Content-Length; if
-the client body fails a check or ends early, the stream raises, the upstream
-request is cut short, and the object store discards it.
+Uploads: the sealed stream goes upstream with an exact Content-Length. If
+the client body fails a check or ends early, the stream raises, so the
+upstream request is cut short and the object store discards it.
 
 Downloads: plaintext is released segment by segment after each tag
-verified. A failure before the first byte answers a clean S3 error; a later
+verified. A failure before the first byte returns a clean S3 error; a later
 one aborts the connection, so the client sees a short body, never wrong
 bytes.
 """
@@ -57,7 +57,7 @@ async def guarded(
     """Pass `chunks` on, remembering what made them fail.
 
     The HTTP client wraps an exception raised by a request body in its own
-    connection error; keeping the original lets the handler answer the
+    connection error. Keeping the original lets the handler report the
     client's real mistake (BadDigest, IncompleteBody) instead.
     """
     try:
@@ -119,7 +119,7 @@ async def stream_plaintext(
     content_length: int,
     status: int = 200,
 ) -> web.StreamResponse:
-    """Answer the plaintext of `pieces`, opened from the upstream body."""
+    """Send the plaintext of `pieces`, opened from the upstream body."""
     try:
         if upstream.status not in (200, 206):
             raise await _read_error(upstream)

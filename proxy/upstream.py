@@ -73,7 +73,7 @@ class Upstream:
             response = await self.request("GET")
         except S3Error:
             log.warning(
-                "upstream.unreachable %s: requests fail until it answers",
+                "upstream.unreachable %s: requests fail until it responds",
                 self._settings.upstream_base,
             )
             return
@@ -168,9 +168,9 @@ class Upstream:
 
 
 async def error_from_response(response: aiohttp.ClientResponse) -> S3Error:
-    """Turn an upstream error response into the S3Error to answer with."""
+    """Turn an upstream error response into the S3Error to return to the client."""
     code = _STATUS_CODES.get(response.status, "InternalError")
-    message = f"The object store answered HTTP {response.status}"
+    message = f"The object store returned HTTP {response.status}"
     if response.method != "HEAD":
         body = await response.content.read(_ERROR_BODY_LIMIT)
         code, message = _parse_error(body, code, message)

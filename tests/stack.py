@@ -114,9 +114,9 @@ def start_backend(
         # S3 rejects deleting a bucket that still contains objects, but
         # SeaweedFS deletes them with it unless this flag is set
         "-s3.allowDeleteBucketNotEmpty=false",
-        # every bucket is a collection with volumes of its own, and the
-        # default limit is free disk space / 1 GiB, which tests with hundreds
-        # of buckets exceed on small disks; volumes grow only as written
+        # Every bucket is a collection with volumes of its own. The default
+        # limit is free disk space / 1 GiB, which tests with hundreds of
+        # buckets exceed on small disks. Volumes grow only as written.
         "-volume.max=2000",
     ]  # fmt: skip
     with log.open("wb") as output:

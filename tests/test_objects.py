@@ -126,6 +126,7 @@ def test_multipart_unaligned_parts(s3: Any, backend_s3: Any, bucket: str) -> Non
             Body=parts_data[number - 1],
         )
         etags[number] = answer["ETag"]
+
     done = s3.complete_multipart_upload(
         Bucket=bucket,
         Key="mp",
@@ -134,6 +135,8 @@ def test_multipart_unaligned_parts(s3: Any, backend_s3: Any, bucket: str) -> Non
             "Parts": [{"PartNumber": n, "ETag": etags[n]} for n in (1, 2, 3)]
         },
     )
+
+    # whole object, HEAD and listing
     data = b"".join(parts_data)
     digests = b"".join(hashlib.md5(p).digest() for p in parts_data)
     assert done["ETag"] == f'"{hashlib.md5(digests).hexdigest()}-3"'
@@ -143,6 +146,8 @@ def test_multipart_unaligned_parts(s3: Any, backend_s3: Any, bucket: str) -> Non
     assert head["ETag"] == done["ETag"]
     listed = s3.list_objects_v2(Bucket=bucket)["Contents"][0]
     assert listed["Size"] == len(data)
+
+    # ranges across part boundaries, and ciphertext only in the store
     for first in (0, part_size - 1, part_size, part_size + 1, 2 * part_size - 2):
         last = min(first + part_size, len(data) - 1)
         got = s3.get_object(Bucket=bucket, Key="mp", Range=f"bytes={first}-{last}")

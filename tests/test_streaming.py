@@ -1,8 +1,8 @@
 """aws-chunked uploads through the proxy, built by hand as SDKs send them.
 
 boto3 sends checksum trailers only over HTTPS and no Python client sends
-signed chunks, so these requests are framed here and signed with botocore's
-SigV4 signer; the chunk signatures are computed from the SigV4 rules.
+signed chunks, so these requests are framed here. botocore's SigV4 signer
+signs the headers, and the chunk signatures follow the SigV4 rules.
 """
 
 from __future__ import annotations
