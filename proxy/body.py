@@ -53,7 +53,10 @@ class RequestBody:
         headers: Mapping[str, str],
         auth: Authorization,
         context: SigningContext,
+        compute: str = "",
     ) -> None:
+        """`compute` names a checksum algorithm to run even if the client
+        sent no value for it."""
         self._raw = raw
         self._mode = payload_mode(auth)
         self._payload_hash = auth.payload_hash
@@ -73,6 +76,18 @@ class RequestBody:
         for name in _trailer_names(headers):
             algorithm = name.removeprefix("x-amz-checksum-")
             self._checksums.setdefault(algorithm, Checksum.new(algorithm))
+        self._presented = next(iter(self._checksums), "")
+        if compute:
+            self._checksums.setdefault(compute, Checksum.new(compute))
+
+    @property
+    def presented(self) -> str:
+        """The algorithm of the checksum the client sent, or ""."""
+        return self._presented
+
+    def digest(self, algorithm: str) -> bytes:
+        """Return a checksum of the whole plaintext, once it has been read."""
+        return self._checksums[algorithm].digest()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the plaintext as it arrives."""

@@ -10,11 +10,14 @@ from aiohttp import web
 
 from crypto.errors import DecryptionFailed
 from crypto.sizes import plaintext_size
+from proxy import acl
 from proxy.addressing import validate_bucket_name
-from proxy.catalogue import BucketTaken
+from proxy.catalogue import BucketTaken, ObjectRecord
 from proxy.context import S3Request
 from proxy.errors import S3Error
+from proxy.headers import bucket_create_headers
 from proxy.passthrough import read_body, upstream_bytes
+from proxy.repair import learn_objects
 from proxy.s3xml import NAMESPACE, parse_xml, to_bytes
 from proxy.stored import recorded_etag
 
@@ -65,6 +68,7 @@ def require_owner(s3: S3Request) -> None:
 async def create_bucket(s3: S3Request) -> web.StreamResponse:
     """Create a bucket upstream and record the organisation as its owner."""
     validate_bucket_name(s3.bucket)
+    headers = bucket_create_headers(s3.http.headers)
     body = await read_body(s3)
     catalogue = s3.services.catalogue
     owner = catalogue.bucket_owner(s3.bucket)
@@ -77,7 +81,7 @@ async def create_bucket(s3: S3Request) -> web.StreamResponse:
         )
     if owner is not None:
         raise _bucket_exists()
-    await upstream_bytes(s3, "PUT", body=body or None)
+    await upstream_bytes(s3, "PUT", headers=headers, body=body or None)
     try:
         catalogue.claim_bucket(s3.bucket, s3.org_id, time.time())
     except BucketTaken:
@@ -111,7 +115,18 @@ async def list_buckets(s3: S3Request) -> web.StreamResponse:
         for bucket in list(buckets):
             if bucket.findtext("Name") not in owned:
                 buckets.remove(bucket)
+    _set_owners(s3, root)
     return _xml_answer(root)
+
+
+def _set_owners(s3: S3Request, root: Element) -> None:
+    """Name the organisation, not the proxy's upstream identity, as owner."""
+    owner_id, name = acl.owner(s3)
+    for element in root.iter("Owner"):
+        for tag, value in (("ID", owner_id), ("DisplayName", name)):
+            child = element.find(tag)
+            if child is not None:
+                child.text = value
 
 
 async def list_objects(s3: S3Request) -> web.StreamResponse:
@@ -131,8 +146,19 @@ async def _listing(
     body, _ = await upstream_bytes(s3, "GET", query=query)
     root = parse_xml(body, what="object list")
     url_encoded = root.findtext("EncodingType") == "url"
-    for entry in root.iter(entry_tag):
-        _rewrite_entry(s3, entry, url_encoded)
+    entries = [
+        (entry, _entry_key(entry, url_encoded)) for entry in root.iter(entry_tag)
+    ]
+    unknown = [
+        (key, entry.findtext("VersionId") or "")
+        for entry, key in entries
+        if _stored_size(entry) is not None and _record(s3, entry, key) is None
+    ]
+    if unknown:
+        await learn_objects(s3, unknown)
+    for entry, key in entries:
+        _rewrite_entry(s3, entry, key)
+    _set_owners(s3, root)
     return _xml_answer(root)
 
 
@@ -147,21 +173,34 @@ _VERSIONS_QUERY = (
 )
 
 
-def _rewrite_entry(s3: S3Request, entry: Element, url_encoded: bool) -> None:
-    size_element = entry.find("Size")
-    etag_element = entry.find("ETag")
+def _entry_key(entry: Element, url_encoded: bool) -> str:
     key = entry.findtext("Key") or ""
-    if url_encoded:
-        # S3 URL encoding writes a space as '+', as HTML forms do
-        key = unquote_plus(key)
-    if size_element is None or not (size_element.text or "").isdigit():
+    # S3 URL encoding writes a space as '+', as HTML forms do
+    return unquote_plus(key) if url_encoded else key
+
+
+def _stored_size(entry: Element) -> int | None:
+    text = entry.findtext("Size") or ""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _record(s3: S3Request, entry: Element, key: str) -> ObjectRecord | None:
+    return s3.services.catalogue.object(s3.bucket, key, entry.findtext("ETag") or "")
+
+
+def _rewrite_entry(s3: S3Request, entry: Element, key: str) -> None:
+    """Put the plaintext size and ETag into one listing entry."""
+    stored_size = _stored_size(entry)
+    size_element, etag_element = entry.find("Size"), entry.find("ETag")
+    if stored_size is None or size_element is None:
         return
-    etag = "" if etag_element is None else etag_element.text or ""
-    record = s3.services.catalogue.object(s3.bucket, key, etag)
+    record = _record(s3, entry, key)
+    if record is not None and record.is_foreign:
+        return
     if record is None:
-        # TODO: a multipart object without a catalogue record is listed
-        # with its stored size and the object store's ETag.
-        size = _computed_size(int(size_element.text or "0"))
+        # an object the proxy could not open (see proxy/repair.py) keeps the
+        # object store's ETag; a single stream's size is still computed
+        size = _computed_size(stored_size)
         if size is not None:
             size_element.text = str(size)
         return

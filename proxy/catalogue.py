@@ -19,6 +19,7 @@ from pathlib import Path
 from crypto.header import Purpose
 
 __all__ = [
+    "FOREIGN_POLICIES",
     "BucketTaken",
     "Catalogue",
     "ObjectRecord",
@@ -27,31 +28,48 @@ __all__ = [
     "UploadRecord",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# How a bucket treats objects that were not written through the proxy.
+FOREIGN_POLICIES = ("refuse", "read")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (
     component TEXT PRIMARY KEY, version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS buckets (
-    name TEXT PRIMARY KEY, org_id BLOB NOT NULL, created_at REAL NOT NULL);
+    name TEXT PRIMARY KEY, org_id BLOB NOT NULL, created_at REAL NOT NULL,
+    foreign_objects TEXT NOT NULL DEFAULT 'refuse');
 CREATE INDEX IF NOT EXISTS buckets_org ON buckets (org_id);
 CREATE TABLE IF NOT EXISTS routes (
     bucket TEXT NOT NULL, prefix TEXT NOT NULL, purpose INTEGER NOT NULL,
     PRIMARY KEY (bucket, prefix));
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL,
-    org_id BLOB NOT NULL, header BLOB NOT NULL, created_at REAL NOT NULL);
+    org_id BLOB NOT NULL, header BLOB NOT NULL, created_at REAL NOT NULL,
+    checksum TEXT NOT NULL DEFAULT '', completed_etag TEXT);
 CREATE TABLE IF NOT EXISTS parts (
     upload_id TEXT NOT NULL REFERENCES uploads (upload_id) ON DELETE CASCADE,
     part_number INTEGER NOT NULL, part_salt BLOB NOT NULL,
     plaintext_size INTEGER NOT NULL, sealed_digest BLOB NOT NULL,
-    backend_etag TEXT NOT NULL, PRIMARY KEY (upload_id, part_number));
+    backend_etag TEXT NOT NULL, sealed_checksum BLOB NOT NULL DEFAULT x'',
+    PRIMARY KEY (upload_id, part_number));
 CREATE TABLE IF NOT EXISTS objects (
     bucket TEXT NOT NULL, key TEXT NOT NULL, backend_etag TEXT NOT NULL,
     plaintext_size INTEGER NOT NULL, sealed_etag BLOB NOT NULL,
     parts TEXT NOT NULL, header BLOB NOT NULL,
+    sealed_checksum BLOB NOT NULL DEFAULT x'',
     PRIMARY KEY (bucket, key, backend_etag));
 """
+
+# Statements that bring a catalogue of the version in the key up to the next.
+_MIGRATIONS = {
+    1: """
+ALTER TABLE buckets ADD COLUMN foreign_objects TEXT NOT NULL DEFAULT 'refuse';
+ALTER TABLE uploads ADD COLUMN checksum TEXT NOT NULL DEFAULT '';
+ALTER TABLE uploads ADD COLUMN completed_etag TEXT;
+ALTER TABLE parts ADD COLUMN sealed_checksum BLOB NOT NULL DEFAULT x'';
+ALTER TABLE objects ADD COLUMN sealed_checksum BLOB NOT NULL DEFAULT x'';
+""",
+}
 
 
 class BucketTaken(Exception):
@@ -76,6 +94,11 @@ class UploadRecord:
     key: str
     org_id: bytes
     header: bytes
+    # "<algorithm>/<type>" of the object checksum the upload asked for, or ""
+    checksum: str = ""
+    # the stored ETag once the upload has completed, so a repeated
+    # CompleteMultipartUpload can answer as the first one did
+    completed_etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,7 @@ class PartRecord:
     plaintext_size: int
     sealed_digest: bytes
     backend_etag: str
+    sealed_checksum: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -96,6 +120,8 @@ class ObjectRecord:
     `parts` lists `(part_number, plaintext_size, part_salt)` of a multipart
     object in order, and is empty for a single stream. `header` is the
     object's encoded header, which listings need to open `sealed_etag`.
+    `sealed_checksum` holds the object's S3 checksums, empty if it has none.
+    An object the proxy did not write has an empty `header`.
     """
 
     bucket: str
@@ -105,6 +131,12 @@ class ObjectRecord:
     sealed_etag: bytes
     header: bytes
     parts: tuple[tuple[int, int, bytes], ...] = ()
+    sealed_checksum: bytes = b""
+
+    @property
+    def is_foreign(self) -> bool:
+        """Whether the object was not written through the proxy."""
+        return not self.header
 
 
 class Catalogue:
@@ -120,14 +152,28 @@ class Catalogue:
             "INSERT OR IGNORE INTO schema_version VALUES ('catalogue', ?)",
             (SCHEMA_VERSION,),
         )
+        self._migrate()
+
+    def _migrate(self) -> None:
         (version,) = self._db.execute(
             "SELECT version FROM schema_version WHERE component = 'catalogue'"
         ).fetchone()
-        if version != SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
             raise RuntimeError(
-                f"catalogue schema version {version} is not supported by this "
-                f"proxy (expects {SCHEMA_VERSION})"
+                f"catalogue schema version {version} is newer than this proxy "
+                f"supports ({SCHEMA_VERSION}); upgrade byok-proxy"
             )
+        while version < SCHEMA_VERSION:
+            with self._transaction():
+                for statement in _MIGRATIONS[version].strip().split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                version += 1
+                self._db.execute(
+                    "UPDATE schema_version SET version = ? "
+                    "WHERE component = 'catalogue'",
+                    (version,),
+                )
 
     def close(self) -> None:
         """Close the database connection."""
@@ -146,7 +192,8 @@ class Catalogue:
         """Record `org_id` as the owner of `bucket`; BucketTaken if owned."""
         try:
             self._db.execute(
-                "INSERT INTO buckets VALUES (?, ?, ?)", (bucket, org_id, now)
+                "INSERT INTO buckets (name, org_id, created_at) VALUES (?, ?, ?)",
+                (bucket, org_id, now),
             )
         except sqlite3.IntegrityError as error:
             raise BucketTaken(bucket) from error
@@ -156,6 +203,26 @@ class Catalogue:
         with self._transaction():
             self._db.execute("DELETE FROM buckets WHERE name = ?", (bucket,))
             self._db.execute("DELETE FROM objects WHERE bucket = ?", (bucket,))
+
+    def foreign_objects(self, bucket: str) -> str:
+        """Return how `bucket` treats objects the proxy did not write.
+
+        "refuse" answers them with an error, "read" passes them through
+        unchanged.
+        """
+        row = self._db.execute(
+            "SELECT foreign_objects FROM buckets WHERE name = ?", (bucket,)
+        ).fetchone()
+        return str(row[0]) if row else "refuse"
+
+    def set_foreign_objects(self, bucket: str, policy: str) -> bool:
+        """Set the policy for objects the proxy did not write; False if unknown."""
+        if policy not in FOREIGN_POLICIES:
+            raise ValueError(f"unknown policy {policy!r}")
+        cursor = self._db.execute(
+            "UPDATE buckets SET foreign_objects = ? WHERE name = ?", (policy, bucket)
+        )
+        return cursor.rowcount > 0
 
     def buckets_of(self, org_id: bytes) -> set[str]:
         """Return the names of the buckets owned by `org_id`."""
@@ -201,7 +268,7 @@ class Catalogue:
     def add_upload(self, record: UploadRecord, now: float) -> None:
         """Remember a new multipart upload and its header."""
         self._db.execute(
-            "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
             (
                 record.upload_id,
                 record.bucket,
@@ -209,24 +276,27 @@ class Catalogue:
                 record.org_id,
                 record.header,
                 now,
+                record.checksum,
             ),
         )
 
     def upload(self, upload_id: str) -> UploadRecord | None:
         """Return the upload with that id, if the proxy started it."""
         row = self._db.execute(
-            "SELECT upload_id, bucket, key, org_id, header FROM uploads "
-            "WHERE upload_id = ?",
+            "SELECT upload_id, bucket, key, org_id, header, checksum, "
+            "completed_etag FROM uploads WHERE upload_id = ?",
             (upload_id,),
         ).fetchone()
         if row is None:
             return None
-        return UploadRecord(row[0], row[1], row[2], bytes(row[3]), bytes(row[4]))
+        return UploadRecord(
+            row[0], row[1], row[2], bytes(row[3]), bytes(row[4]), row[5], row[6]
+        )
 
     def record_part(self, upload_id: str, part: PartRecord) -> None:
         """Store an uploaded part; a resent part number replaces the old one."""
         self._db.execute(
-            "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 upload_id,
                 part.part_number,
@@ -234,6 +304,7 @@ class Catalogue:
                 part.plaintext_size,
                 part.sealed_digest,
                 part.backend_etag,
+                part.sealed_checksum,
             ),
         )
 
@@ -241,16 +312,31 @@ class Catalogue:
         """Return the recorded parts of an upload by part number."""
         rows = self._db.execute(
             "SELECT part_number, part_salt, plaintext_size, sealed_digest, "
-            "backend_etag FROM parts WHERE upload_id = ?",
+            "backend_etag, sealed_checksum FROM parts WHERE upload_id = ?",
             (upload_id,),
         )
         return {
-            number: PartRecord(number, bytes(salt), size, bytes(digest), etag)
-            for number, salt, size, digest, etag in rows
+            row[0]: PartRecord(
+                row[0], bytes(row[1]), row[2], bytes(row[3]), row[4], bytes(row[5])
+            )
+            for row in rows
         }
 
+    def finish_upload(self, upload_id: str, backend_etag: str) -> None:
+        """Mark an upload completed as the stored object `backend_etag`.
+
+        The upload's parts are dropped; the upload row stays so that a
+        repeated CompleteMultipartUpload finds the object it made.
+        """
+        with self._transaction():
+            self._db.execute(
+                "UPDATE uploads SET completed_etag = ? WHERE upload_id = ?",
+                (backend_etag, upload_id),
+            )
+            self._db.execute("DELETE FROM parts WHERE upload_id = ?", (upload_id,))
+
     def forget_upload(self, upload_id: str) -> None:
-        """Drop a completed or aborted upload and its parts."""
+        """Drop an aborted upload and its parts."""
         self._db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
 
     # objects
@@ -259,7 +345,7 @@ class Catalogue:
         """Store the facts of an object written through the proxy."""
         parts = json.dumps([[n, size, salt.hex()] for n, size, salt in record.parts])
         self._db.execute(
-            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.bucket,
                 record.key,
@@ -268,13 +354,15 @@ class Catalogue:
                 record.sealed_etag,
                 parts,
                 record.header,
+                record.sealed_checksum,
             ),
         )
 
     def object(self, bucket: str, key: str, backend_etag: str) -> ObjectRecord | None:
         """Return the facts of one stored version of an object, if recorded."""
         row = self._db.execute(
-            "SELECT plaintext_size, sealed_etag, parts, header FROM objects "
+            "SELECT plaintext_size, sealed_etag, parts, header, sealed_checksum "
+            "FROM objects "
             "WHERE bucket = ? AND key = ? AND backend_etag = ?",
             (bucket, key, backend_etag),
         ).fetchone()
@@ -284,7 +372,14 @@ class Catalogue:
             (n, size, bytes.fromhex(salt)) for n, size, salt in json.loads(row[2])
         )
         return ObjectRecord(
-            bucket, key, backend_etag, row[0], bytes(row[1]), bytes(row[3]), parts
+            bucket,
+            key,
+            backend_etag,
+            row[0],
+            bytes(row[1]),
+            bytes(row[3]),
+            parts,
+            bytes(row[4]),
         )
 
     @contextmanager

@@ -1,4 +1,4 @@
-"""The `byok-proxy` command line: serve, organisations, credentials, routes."""
+"""The `byok-proxy` command line: serve, organisations, credentials, routes, buckets."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import click
 from crypto.errors import CryptoError
 from crypto.header import Purpose
 from crypto.keyring import KeyRing
-from proxy.catalogue import Catalogue, Route
+from proxy.catalogue import FOREIGN_POLICIES, Catalogue, Route
 from proxy.keys import open_keyring
 from proxy.settings import ConfigError, Settings, load_config_file
 
@@ -229,6 +229,82 @@ def route_list(data_dir: Path) -> None:
             )
 
 
+@main.group()
+def bucket() -> None:
+    """Show buckets and set how they treat objects the proxy did not write."""
+
+
+@bucket.command("foreign-objects")
+@_DATA_DIR
+@click.argument("name", metavar="BUCKET")
+@click.argument("policy", type=click.Choice(FOREIGN_POLICIES))
+def bucket_foreign_objects(data_dir: Path, name: str, policy: str) -> None:
+    """Set how BUCKET treats objects that have no encryption header.
+
+    refuse (the default) rejects their GET, HEAD and copy with 403
+    InvalidObjectState. read returns them as stored, and lets copies read
+    them, so that copying such an object onto itself encrypts it.
+    """
+    with _catalogue(data_dir, create=False) as catalogue:
+        if not catalogue.set_foreign_objects(name, policy):
+            raise click.ClickException(_unknown_bucket(name))
+    click.echo(f"bucket {name} now {_POLICY_EFFECTS[policy]}")
+
+
+@bucket.command("show")
+@_DATA_DIR
+@click.argument("name", metavar="BUCKET")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def bucket_show(data_dir: Path, name: str, as_json: bool) -> None:
+    """Show the owner, foreign-objects policy and routes of BUCKET."""
+    with _catalogue(data_dir, create=False) as catalogue:
+        owner = catalogue.bucket_owner(name)
+        if owner is None:
+            raise click.ClickException(_unknown_bucket(name))
+        policy = catalogue.foreign_objects(name)
+        routes = [r for r in catalogue.routes() if r.bucket == name]
+    with _keyring(data_dir) as keyring:
+        names = {o.id: o.name for o in keyring.organisations()}
+    summary = {
+        "bucket": name,
+        "owner": {"name": names.get(owner), "id": owner.hex()},
+        "foreign_objects": policy,
+        "routes": [{"prefix": r.prefix, "purpose": r.purpose.label} for r in routes],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    _print_bucket(summary)
+
+
+# The effect of each foreign-objects policy, completing "bucket NAME now ...".
+_POLICY_EFFECTS = {
+    "refuse": "rejects objects the proxy did not write with InvalidObjectState",
+    "read": "serves objects the proxy did not write as stored; copy them onto "
+    "themselves to encrypt them",
+}
+
+
+def _unknown_bucket(name: str) -> str:
+    return (
+        f"no bucket {name!r} in the catalogue; only buckets created through "
+        "the proxy have settings"
+    )
+
+
+def _print_bucket(summary: dict[str, Any]) -> None:
+    owner = summary["owner"]
+    click.echo(f"bucket           {summary['bucket']}")
+    click.echo(f"owner            {owner['name'] or '(unknown)'} ({owner['id']})")
+    click.echo(f"foreign objects  {summary['foreign_objects']}")
+    if not summary["routes"]:
+        click.echo("routes           none: every key uses the files key")
+    for index, entry in enumerate(summary["routes"]):
+        label = "routes" if index == 0 else ""
+        prefix = entry["prefix"] or "(all)"
+        click.echo(f"{label:<16} {prefix} -> {entry['purpose']}")
+
+
 @main.command()
 @_DATA_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -299,10 +375,20 @@ class _keyring:
 
 
 class _catalogue:
-    def __init__(self, data_dir: Path) -> None:
+    """Open the data directory's catalogue; `create=False` needs an existing one."""
+
+    def __init__(self, data_dir: Path, *, create: bool = True) -> None:
         self._data_dir = data_dir
+        self._create = create
 
     def __enter__(self) -> Catalogue:
+        path = self._data_dir / "catalogue.sqlite3"
+        if not self._create and not path.exists():
+            raise click.ClickException(
+                f"no catalogue in {self._data_dir}, so no buckets: the proxy "
+                "records a bucket when a client creates it; pass the --data-dir "
+                "that the proxy uses"
+            )
         self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._catalogue = Catalogue(self._data_dir / "catalogue.sqlite3")
         return self._catalogue

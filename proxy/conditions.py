@@ -12,7 +12,7 @@ from email.utils import parsedate_to_datetime
 
 from proxy.errors import S3Error
 
-__all__ = ["check_conditions"]
+__all__ = ["check_conditions", "etag_matches", "parse_http_date"]
 
 
 def check_conditions(
@@ -23,22 +23,23 @@ def check_conditions(
     If-Match wins over If-Unmodified-Since, and If-None-Match over
     If-Modified-Since, as in RFC 9110.
     """
-    modified = _parse_date(last_modified)
+    modified = parse_http_date(last_modified)
     if_match = headers.get("If-Match")
     if if_match is not None:
-        if not _etag_matches(if_match, etag):
+        if not etag_matches(if_match, etag):
             raise _failed("If-Match")
     elif _after(modified, headers.get("If-Unmodified-Since")):
         raise _failed("If-Unmodified-Since")
     if_none_match = headers.get("If-None-Match")
     if if_none_match is not None:
-        if _etag_matches(if_none_match, etag):
+        if etag_matches(if_none_match, etag):
             raise _not_modified(etag, last_modified)
     elif _not_after(modified, headers.get("If-Modified-Since")):
         raise _not_modified(etag, last_modified)
 
 
-def _etag_matches(header: str, etag: str) -> bool:
+def etag_matches(header: str, etag: str) -> bool:
+    """Whether an If-Match or If-None-Match value names `etag` (or is *)."""
     expected = etag.strip('"')
     for candidate in header.split(","):
         value = candidate.strip().removeprefix("W/").strip('"')
@@ -48,16 +49,17 @@ def _etag_matches(header: str, etag: str) -> bool:
 
 
 def _after(modified: datetime | None, header: str | None) -> bool:
-    limit = _parse_date(header)
+    limit = parse_http_date(header)
     return modified is not None and limit is not None and modified > limit
 
 
 def _not_after(modified: datetime | None, header: str | None) -> bool:
-    limit = _parse_date(header)
+    limit = parse_http_date(header)
     return modified is not None and limit is not None and modified <= limit
 
 
-def _parse_date(value: str | None) -> datetime | None:
+def parse_http_date(value: str | None) -> datetime | None:
+    """Parse an HTTP date; None if absent or malformed, as S3 then ignores it."""
     if not value:
         return None
     try:

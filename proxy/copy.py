@@ -8,54 +8,43 @@ Both ends stream, so memory stays bounded whatever the object size.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from urllib.parse import unquote
+from xml.etree.ElementTree import SubElement
 
-import aiohttp
 from aiohttp import web
-from multidict import MultiDict, MultiDictProxy
 
 from crypto.errors import DecryptionFailed
 from crypto.header import Layout, seal_header
 from crypto.sizes import sealed_size
 from crypto.stream import StreamSealer
-from proxy.addressing import Target
-from proxy.buckets import require_owner
 from proxy.catalogue import ObjectRecord
-from proxy.conditions import check_conditions
+from proxy.checksums import Checksum
 from proxy.context import S3Request
+from proxy.copy_source import (
+    CopySource,
+    check_copy_conditions,
+    find_source,
+    source_plaintext,
+)
 from proxy.errors import S3Error
 from proxy.headers import (
     HEADER_METADATA,
     client_object_headers,
+    object_lock_headers,
     upstream_object_headers,
 )
 from proxy.multipart import open_upload, part_number, seal_part
-from proxy.objects import head_stored, plan_read
+from proxy.object_checksums import b64, seal_checksum, whole_object, xml_name
 from proxy.s3xml import document, to_bytes
-from proxy.stored import (
-    StoredObject,
-    decryption_failed,
-    md5_etag,
-    object_etag,
-    sealed_etag,
-)
+from proxy.stored import decryption_failed, md5_etag, sealed_etag, stored_checksum
 from proxy.streams import Failure, guarded, send_upstream_write
-from proxy.transfer import opened_chunks, sealed_chunks
-from proxy.upstream import error_from_response
+from proxy.transfer import sealed_chunks
 
 __all__ = ["copy_object", "upload_part_copy"]
 
 MAX_COPY_SIZE = 5 * 1024**3
 _COPY_RANGE = re.compile(r"^bytes=(\d+)-(\d+)$", re.ASCII)
-_COPY_CONDITIONS = {
-    "x-amz-copy-source-if-match": "If-Match",
-    "x-amz-copy-source-if-none-match": "If-None-Match",
-    "x-amz-copy-source-if-modified-since": "If-Modified-Since",
-    "x-amz-copy-source-if-unmodified-since": "If-Unmodified-Since",
-}
 # Stored with the object and copied along with the COPY metadata directive.
 _COPIED_HEADERS = (
     "Cache-Control",
@@ -68,63 +57,70 @@ _COPIED_HEADERS = (
 
 
 async def copy_object(s3: S3Request) -> web.StreamResponse:
-    """Copy an object of the same organisation, sealed again for its new name."""
-    source = _source_request(s3)
-    require_owner(source)
-    stored, source_headers = await head_stored(source)
-    etag = await object_etag(source, stored)
-    _check_copy_conditions(s3, etag, source_headers.get("Last-Modified"))
-    if stored.plaintext_size > MAX_COPY_SIZE:
+    """Copy an object of the same organisation, sealed again for its new name.
+
+    A foreign source, in a bucket that lets clients read it, is read as
+    stored and sealed like a new upload, so a copy onto itself encrypts it.
+    """
+    source = await find_source(s3)
+    check_copy_conditions(s3, source)
+    if source.size > MAX_COPY_SIZE:
         raise S3Error(
             "InvalidRequest",
             "The specified copy source is larger than the maximum allowable size "
             "for a copy source: 5368709120",
         )
-    headers = _destination_headers(s3, source, source_headers)
+    headers = _destination_headers(s3, source)
 
-    # open the source as it arrives and seal it for the destination
+    # read the source's plaintext as it arrives and seal it for the destination
     purpose = s3.services.catalogue.purpose_for(s3.bucket, s3.key)
     dek = s3.services.keyring.current_dek(s3.org_id, purpose)
     header, keys = seal_header(
         dek,
         layout=Layout.SINGLE,
-        plaintext_size=stored.plaintext_size,
+        plaintext_size=source.size,
         bucket=s3.bucket,
         key=s3.key,
     )
     headers[HEADER_METADATA] = header.to_metadata()
-    headers["Content-Length"] = str(sealed_size(stored.plaintext_size))
-    sealer = StreamSealer(keys.content_key, header.nonce_prefix, stored.plaintext_size)
-    pieces = plan_read(stored, None)
-    upstream = await _open_source(source, stored, 0, stored.stored_size)
+    headers["Content-Length"] = str(sealed_size(source.size))
+    sealer = StreamSealer(keys.content_key, header.nonce_prefix, source.size)
+    running = _copy_checksum(s3, source)
     try:
-        plaintext = opened_chunks(upstream.content.iter_any(), pieces, 0)
-        failure = Failure()
-        chunks = guarded(sealed_chunks(plaintext, sealer), failure)
-        written = await send_upstream_write(s3, headers, chunks, failure)
+        async with source_plaintext(source, None) as plaintext:
+            failure = Failure()
+            observed = _observed(plaintext, running)
+            chunks = guarded(sealed_chunks(observed, sealer), failure)
+            written = await send_upstream_write(s3, headers, chunks, failure)
     except DecryptionFailed as error:
-        raise decryption_failed(source, error) from error
-    finally:
-        upstream.release()
+        raise decryption_failed(source.request, error) from error
 
     new_etag = md5_etag(sealer.digest)
+    checksum = None
+    if running is not None:
+        checksum = whole_object(running.algorithm, running.digest())
     s3.services.catalogue.record_object(
         ObjectRecord(
             s3.bucket,
             s3.key,
             written.get("ETag", ""),
-            stored.plaintext_size,
+            source.size,
             sealed_etag(keys, header, new_etag),
             header.encode(),
+            sealed_checksum=seal_checksum(keys, header, checksum) if checksum else b"",
         )
     )
     answer = document(
         "CopyObjectResult",
         {"LastModified": _now_iso(), "ETag": new_etag},
     )
+    if checksum is not None:
+        SubElement(answer, checksum.xml_name).text = checksum.value
+        SubElement(answer, "ChecksumType").text = checksum.kind
     response = web.Response(body=to_bytes(answer), content_type="application/xml")
     if "x-amz-version-id" in written:
         response.headers["x-amz-version-id"] = written["x-amz-version-id"]
+    _copy_source_version(source, response)
     return response
 
 
@@ -132,35 +128,58 @@ async def upload_part_copy(s3: S3Request) -> web.StreamResponse:
     """Seal a range of a source object, or all of it, as one part."""
     upload, header, keys = open_upload(s3)
     number = part_number(s3)
-    source = _source_request(s3)
-    require_owner(source)
-    stored, source_headers = await head_stored(source)
-    etag = await object_etag(source, stored)
-    _check_copy_conditions(s3, etag, source_headers.get("Last-Modified"))
-    byte_range = _copy_range(s3, stored.plaintext_size)
-    if byte_range is None:
-        size = stored.plaintext_size
-        pieces = plan_read(stored, None)
-    else:
+    source = await find_source(s3)
+    check_copy_conditions(s3, source)
+    byte_range = _copy_range(s3, source.size)
+    size = source.size
+    if byte_range is not None:
         size = byte_range[1] - byte_range[0] + 1
-        pieces = plan_read(stored, byte_range)
 
-    upstream = await _open_source(
-        source, stored, pieces[0].stored_start, pieces[-1].stored_end
-    )
+    algorithm = upload.checksum.split("/")[0]
+    running = Checksum.new(algorithm) if algorithm else None
     try:
-        plaintext = opened_chunks(
-            upstream.content.iter_any(), pieces, pieces[0].stored_start
-        )
-        digest = await seal_part(s3, upload, (header, keys), number, size, plaintext)
+        async with source_plaintext(source, byte_range) as plaintext:
+            digest, checksum = await seal_part(
+                s3,
+                upload,
+                (header, keys),
+                (number, size),
+                _observed(plaintext, running),
+                checksum=lambda: (algorithm, running.digest()) if running else None,
+            )
     except DecryptionFailed as error:
-        raise decryption_failed(source, error) from error
-    finally:
-        upstream.release()
+        raise decryption_failed(source.request, error) from error
     answer = document(
         "CopyPartResult", {"LastModified": _now_iso(), "ETag": md5_etag(digest)}
     )
-    return web.Response(body=to_bytes(answer), content_type="application/xml")
+    if checksum is not None:
+        SubElement(answer, xml_name(checksum[0])).text = b64(checksum[1])
+    response = web.Response(body=to_bytes(answer), content_type="application/xml")
+    _copy_source_version(source, response)
+    return response
+
+
+def _copy_checksum(s3: S3Request, source: CopySource) -> Checksum | None:
+    """Start the checksum a copy gets: the one asked for, else the source's.
+
+    S3 gives a copy a full-object checksum of the algorithm the request
+    names, or of the source's algorithm.
+    """
+    algorithm = s3.http.headers.get("x-amz-checksum-algorithm", "").strip()
+    if not algorithm and source.stored is not None:
+        stored = stored_checksum(source.request, source.stored)
+        algorithm = stored.algorithm if stored is not None else ""
+    return Checksum.new(algorithm) if algorithm else None
+
+
+async def _observed(
+    plaintext: AsyncIterator[bytes], checksum: Checksum | None
+) -> AsyncIterator[bytes]:
+    """Pass `plaintext` on, feeding it to `checksum` on the way."""
+    async for chunk in plaintext:
+        if checksum is not None:
+            checksum.update(chunk)
+        yield chunk
 
 
 def _copy_range(s3: S3Request, size: int) -> tuple[int, int] | None:
@@ -178,84 +197,41 @@ def _copy_range(s3: S3Request, size: int) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
-def _source_request(s3: S3Request) -> S3Request:
-    """The request as if it addressed the copy source, version included."""
-    text = unquote(s3.http.headers["x-amz-copy-source"])
-    path, _, query = text.partition("?")
-    bucket, _, key = path.lstrip("/").partition("/")
-    if not bucket or not key:
-        raise S3Error(
-            "InvalidArgument",
-            "Copy Source must mention the source bucket and key: "
-            "sourcebucket/sourcekey",
-        )
-    version: MultiDict[str] = MultiDict()
-    if query.startswith("versionId="):
-        version["versionId"] = query.removeprefix("versionId=")
-    return replace(s3, target=Target(bucket, key), query=MultiDictProxy(version))
-
-
-def _check_copy_conditions(s3: S3Request, etag: str, last_modified: str | None) -> None:
-    conditions = {
-        plain: s3.http.headers[name]
-        for name, plain in _COPY_CONDITIONS.items()
-        if name in s3.http.headers
-    }
-    try:
-        check_conditions(conditions, etag, last_modified)
-    except S3Error as error:
-        if error.status != 304:
-            raise
-        # a copy fails every unmet condition with 412, 304 included
-        raise S3Error(
-            "PreconditionFailed",
-            "At least one of the pre-conditions you specified did not hold",
-            412,
-        ) from None
-
-
-def _destination_headers(
-    s3: S3Request, source: S3Request, source_headers: Mapping[str, str]
-) -> dict[str, str]:
+def _destination_headers(s3: S3Request, source: CopySource) -> dict[str, str]:
     directive = s3.http.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", f"Unknown metadata directive {directive!r}")
     if directive == "REPLACE":
         return upstream_object_headers(s3.http.headers)
-    if source.target == s3.target:
+    if _copies_onto_itself(s3, source) and not source.is_foreign:
         raise S3Error(
             "InvalidRequest",
             "This copy request is illegal because it is trying to copy an object "
             "to itself without changing the object's metadata, storage class, "
             "website redirect location or encryption attributes.",
         )
-    stored = client_object_headers(source_headers)
+    stored = client_object_headers(source.headers)
     headers = {name: stored[name] for name in _COPIED_HEADERS if name in stored}
     headers.update({k: v for k, v in stored.items() if k.startswith("x-amz-meta-")})
+    headers.update(object_lock_headers(s3.http.headers))
     return headers
 
 
-async def _open_source(
-    source: S3Request, stored: StoredObject, start: int, end: int
-) -> aiohttp.ClientResponse:
-    """GET the stored bytes [start, end) of the source, pinned to its ETag."""
-    headers = {"If-Match": stored.backend_etag}
-    whole = start == 0 and end == stored.stored_size
-    if not whole:
-        headers["Range"] = f"bytes={start}-{end - 1}"
-    response = await source.services.upstream.request(
-        "GET",
-        source.bucket,
-        source.key,
-        query=list(source.query.items()),
-        headers=headers,
+def _copies_onto_itself(s3: S3Request, source: CopySource) -> bool:
+    """Whether the copy writes the current version of its own source.
+
+    Copying an older version onto its key restores it, which S3 allows.
+    """
+    return source.request.target == s3.target and "versionId" not in (
+        source.request.query
     )
-    if response.status != (200 if whole else 206):
-        try:
-            raise await error_from_response(response)
-        finally:
-            response.release()
-    return response
+
+
+def _copy_source_version(source: CopySource, response: web.StreamResponse) -> None:
+    """Name the source version that was copied, as S3 does for versioned sources."""
+    version = source.headers.get("x-amz-version-id")
+    if version is not None:
+        response.headers["x-amz-copy-source-version-id"] = version
 
 
 def _now_iso() -> str:

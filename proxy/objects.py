@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from crypto.header import Layout, seal_header
 from crypto.sizes import sealed_size
@@ -15,13 +14,21 @@ from proxy.catalogue import ObjectRecord
 from proxy.conditions import check_conditions
 from proxy.context import S3Request
 from proxy.errors import S3Error
+from proxy.foreign import serves_foreign
 from proxy.headers import (
     HEADER_METADATA,
     client_object_headers,
+    governance_bypass_headers,
     upstream_object_headers,
 )
+from proxy.lookup import content_length, head_stored, read_query, version_query
 from proxy.multipart import part_number
-from proxy.passthrough import body_digest_headers, forward, read_body
+from proxy.object_checksums import (
+    COMPOSITE,
+    checksum_mode,
+    seal_checksum,
+    whole_object,
+)
 from proxy.ranges import parse_range
 from proxy.sigv4 import payload_mode
 from proxy.stored import (
@@ -30,14 +37,15 @@ from proxy.stored import (
     object_etag,
     open_stored,
     sealed_etag,
+    stored_checksum,
 )
 from proxy.streams import Failure, guarded, send_upstream_write, stream_plaintext
 from proxy.transfer import Piece, plan_multipart, plan_single, sealed_chunks
 from proxy.upstream import error_from_response
+from proxy.write_conditions import write_conditions
 
 __all__ = [
     "delete_object",
-    "delete_objects",
     "get_object",
     "head_object",
     "head_stored",
@@ -45,16 +53,6 @@ __all__ = [
     "put_object",
     "read_headers",
 ]
-
-_VERSION_QUERY = ("versionId",)
-_GET_OVERRIDES = (
-    "response-cache-control",
-    "response-content-disposition",
-    "response-content-encoding",
-    "response-content-language",
-    "response-content-type",
-    "response-expires",
-)
 
 
 async def put_object(s3: S3Request) -> web.StreamResponse:
@@ -70,7 +68,7 @@ async def put_object(s3: S3Request) -> web.StreamResponse:
     )
     headers[HEADER_METADATA] = header.to_metadata()
     headers["Content-Length"] = str(sealed_size(size))
-    headers.update(await _write_conditions(s3))
+    headers.update(await write_conditions(s3))
 
     # seal while streaming; the final segment waits for every check to pass
     body = RequestBody(
@@ -87,6 +85,9 @@ async def put_object(s3: S3Request) -> web.StreamResponse:
     stored = await send_upstream_write(s3, headers, chunks, failure)
 
     etag = md5_etag(sealer.digest)
+    checksum = None
+    if body.presented:
+        checksum = whole_object(body.presented, body.digest(body.presented))
     services.catalogue.record_object(
         ObjectRecord(
             s3.bucket,
@@ -95,16 +96,17 @@ async def put_object(s3: S3Request) -> web.StreamResponse:
             size,
             sealed_etag(keys, header, etag),
             header.encode(),
+            sealed_checksum=seal_checksum(keys, header, checksum) if checksum else b"",
         )
     )
     answer = web.Response(status=200, headers={"ETag": etag})
     _copy_header(stored, answer, "x-amz-version-id")
-    for name, value in request.headers.items():
-        if name.lower().startswith("x-amz-checksum-"):
-            answer.headers[name] = value
+    if checksum is not None:
+        answer.headers.update(checksum.headers())
     return answer
 
 
+@serves_foreign
 async def head_object(s3: S3Request) -> web.StreamResponse:
     """Return the plaintext size, ETag and metadata of an object or one part."""
     stored, upstream_headers = await head_stored(s3)
@@ -116,6 +118,7 @@ async def head_object(s3: S3Request) -> web.StreamResponse:
     if part is not None:
         status, length = 206, part[1] - part[0] + 1
         headers.update(_part_headers(stored, part))
+    headers.update(_checksum_headers(s3, stored, whole=True))
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = length
     await response.prepare(s3.http)
@@ -123,6 +126,7 @@ async def head_object(s3: S3Request) -> web.StreamResponse:
     return response
 
 
+@serves_foreign
 async def get_object(s3: S3Request) -> web.StreamResponse:
     """Stream an object's plaintext, whole, one range or one part."""
     range_header = s3.http.headers.get("Range")
@@ -145,6 +149,7 @@ async def get_object(s3: S3Request) -> web.StreamResponse:
     headers = read_headers(upstream_headers, etag)
     if part is not None:
         headers.update(_part_headers(stored, part))
+    headers.update(_checksum_headers(s3, stored, whole=part is not None))
     if byte_range[1] < byte_range[0]:
         return web.Response(status=206, headers=headers)
 
@@ -154,7 +159,7 @@ async def get_object(s3: S3Request) -> web.StreamResponse:
         "GET",
         s3.bucket,
         s3.key,
-        query=_query(s3, _VERSION_QUERY),
+        query=version_query(s3),
         headers={
             "Range": f"bytes={first_stored}-{end_stored - 1}",
             "If-Match": stored.backend_etag,
@@ -170,7 +175,11 @@ async def get_object(s3: S3Request) -> web.StreamResponse:
 async def delete_object(s3: S3Request) -> web.StreamResponse:
     """Delete an object, or one version of it."""
     response = await s3.services.upstream.request(
-        "DELETE", s3.bucket, s3.key, query=_query(s3, _VERSION_QUERY)
+        "DELETE",
+        s3.bucket,
+        s3.key,
+        query=version_query(s3),
+        headers=governance_bypass_headers(s3.http.headers),
     )
     async with response:
         if response.status >= 300:
@@ -184,56 +193,28 @@ async def delete_object(s3: S3Request) -> web.StreamResponse:
         return answer
 
 
-async def delete_objects(s3: S3Request) -> web.StreamResponse:
-    """Delete several objects; the body passes upstream unchanged."""
-    body = await read_body(s3)
-    headers = body_digest_headers(s3.http.headers)
-    return await forward(s3, "POST", query=[("delete", "")], headers=headers, body=body)
-
-
 async def _get_whole(s3: S3Request) -> web.StreamResponse:
     upstream = await s3.services.upstream.request(
-        "GET", s3.bucket, s3.key, query=_query(s3, _VERSION_QUERY + _GET_OVERRIDES)
+        "GET", s3.bucket, s3.key, query=read_query(s3)
     )
     try:
         if upstream.status != 200:
             raise await error_from_response(upstream)
-        stored = open_stored(s3, upstream.headers, _content_length(upstream.headers))
+        stored = open_stored(s3, upstream.headers, content_length(upstream.headers))
         etag = await object_etag(s3, stored)
         check_conditions(s3.http.headers, etag, upstream.headers.get("Last-Modified"))
     except BaseException:
         upstream.release()
         raise
     headers = read_headers(upstream.headers, etag)
+    try:
+        headers.update(_checksum_headers(s3, stored, whole=True))
+    except BaseException:
+        upstream.release()
+        raise
     return await stream_plaintext(
         s3, upstream, plan_read(stored, None), 0, headers, stored.plaintext_size
     )
-
-
-async def _write_conditions(s3: S3Request) -> dict[str, str]:
-    """Check a conditional PUT and return the conditions for the object store.
-
-    If-Match names the plaintext ETag, so the proxy compares it and then
-    passes the stored ETag on, and the object store checks again at write
-    time. If-None-Match: * needs no translation.
-    """
-    conditions: dict[str, str] = {}
-    if_none_match = s3.http.headers.get("If-None-Match")
-    if if_none_match is not None:
-        if if_none_match.strip() != "*":
-            raise S3Error(
-                "NotImplemented",
-                "A PUT accepts only If-None-Match: *",
-                501,
-            )
-        conditions["If-None-Match"] = "*"
-    if_match = s3.http.headers.get("If-Match")
-    if if_match is not None:
-        stored, _ = await head_stored(s3)
-        etag = await object_etag(s3, stored)
-        check_conditions({"If-Match": if_match}, etag, None)
-        conditions["If-Match"] = stored.backend_etag
-    return conditions
 
 
 def _part_range(s3: S3Request, stored: StoredObject) -> tuple[int, int] | None:
@@ -255,25 +236,37 @@ def _part_range(s3: S3Request, stored: StoredObject) -> tuple[int, int] | None:
     return offset, offset + sizes[number - 1] - 1
 
 
+def _checksum_headers(
+    s3: S3Request, stored: StoredObject, *, whole: bool
+) -> dict[str, str]:
+    """Return the stored checksum headers when the client asks for them.
+
+    S3 returns checksums only for a whole object or one part (`whole`), never
+    for a byte range. A part of a COMPOSITE multipart object gets its own
+    part checksum.
+    """
+    if not whole or not checksum_mode(s3.http.headers):
+        return {}
+    checksum = stored_checksum(s3, stored)
+    if checksum is None:
+        return {}
+    if "partNumber" in s3.query and stored.is_multipart:
+        if checksum.kind != COMPOSITE:
+            return {}
+        value = checksum.parts[part_number(s3) - 1]
+        return {
+            f"x-amz-checksum-{checksum.algorithm}": value,
+            "x-amz-checksum-type": COMPOSITE,
+        }
+    return checksum.headers()
+
+
 def _part_headers(stored: StoredObject, part: tuple[int, int]) -> dict[str, str]:
     first, last = part
     headers = {"Content-Range": f"bytes {first}-{last}/{stored.plaintext_size}"}
     if stored.is_multipart:
         headers["x-amz-mp-parts-count"] = str(len(stored.parts))
     return headers
-
-
-async def head_stored(s3: S3Request) -> tuple[StoredObject, Mapping[str, str]]:
-    """HEAD the addressed object upstream and open its header."""
-    response = await s3.services.upstream.request(
-        "HEAD", s3.bucket, s3.key, query=_query(s3, _VERSION_QUERY + _GET_OVERRIDES)
-    )
-    async with response:
-        if response.status != 200:
-            raise await error_from_response(response)
-        headers = CIMultiDict(response.headers)
-    stored = open_stored(s3, response.headers, _content_length(response.headers))
-    return stored, headers
 
 
 def plan_read(stored: StoredObject, byte_range: tuple[int, int] | None) -> list[Piece]:
@@ -287,17 +280,6 @@ def read_headers(upstream: Mapping[str, str], etag: str) -> dict[str, str]:
     headers["ETag"] = etag
     headers["Accept-Ranges"] = "bytes"
     return headers
-
-
-def _content_length(headers: Mapping[str, str]) -> int:
-    value = headers.get("Content-Length", "")
-    if not value.isdigit():
-        raise S3Error("InternalError", "The object store sent no Content-Length", 502)
-    return int(value)
-
-
-def _query(s3: S3Request, names: tuple[str, ...]) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in s3.query.items() if name in names]
 
 
 def _copy_header(

@@ -15,7 +15,9 @@ from crypto.stream import StreamOpener
 from proxy.catalogue import ObjectRecord
 from proxy.context import S3Request
 from proxy.errors import S3Error
+from proxy.foreign import ForeignObject
 from proxy.headers import HEADER_METADATA
+from proxy.object_checksums import ObjectChecksum, open_checksum
 from proxy.transfer import PartLayout
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "open_stored",
     "recorded_etag",
     "sealed_etag",
+    "stored_checksum",
     "unwrap_dek",
 ]
 
@@ -84,17 +87,13 @@ def open_stored(
 ) -> StoredObject:
     """Check and open the header of a stored object from its response headers.
 
-    Raises AccessDenied when the header names another organisation: the
-    proxy never unwraps another organisation's keys for a request.
+    Raises ForeignObject when there is no header, and AccessDenied when the
+    header names another organisation: the proxy never unwraps another
+    organisation's keys for a request.
     """
     text = headers.get(HEADER_METADATA)
     if text is None:
-        raise S3Error(
-            "InvalidObjectState",
-            "The object was not written through byok-proxy, so it has no "
-            "encryption header and cannot be read through the proxy",
-            403,
-        )
+        raise ForeignObject(headers)
     try:
         header = Header.from_metadata(text)
     except DecryptionFailed as error:
@@ -220,6 +219,9 @@ async def _read_digest(s3: S3Request, stored: StoredObject) -> bytes:
         "GET",
         s3.bucket,
         s3.key,
+        query=[
+            (name, value) for name, value in s3.query.items() if name == "versionId"
+        ],
         headers={
             "Range": f"bytes={span.stored_start}-{span.stored_end - 1}",
             "If-Match": stored.backend_etag,
@@ -245,6 +247,16 @@ async def _read_digest(s3: S3Request, stored: StoredObject) -> bytes:
     if opener.digest is None:
         raise decryption_failed(s3, "digest segments did not hold the digest")
     return opener.digest
+
+
+def stored_checksum(s3: S3Request, stored: StoredObject) -> ObjectChecksum | None:
+    """Open the object's S3 checksum from its catalogue record, if it has one."""
+    if stored.record is None:
+        return None
+    try:
+        return open_checksum(stored.keys, stored.header, stored.record.sealed_checksum)
+    except DecryptionFailed as error:
+        raise decryption_failed(s3, error) from error
 
 
 def md5_etag(digest: bytes) -> str:

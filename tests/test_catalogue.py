@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,66 @@ def test_catalogue_shared_between_connections(tmp_path: Path) -> None:
     assert second.purpose_for("media", "calls/x") is Purpose.RECORDINGS
     first.close()
     second.close()
+
+
+_VERSION_1 = """
+CREATE TABLE schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL);
+INSERT INTO schema_version VALUES ('catalogue', 1);
+CREATE TABLE buckets (
+    name TEXT PRIMARY KEY, org_id BLOB NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE routes (
+    bucket TEXT NOT NULL, prefix TEXT NOT NULL, purpose INTEGER NOT NULL,
+    PRIMARY KEY (bucket, prefix));
+CREATE TABLE uploads (
+    upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL,
+    org_id BLOB NOT NULL, header BLOB NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE parts (
+    upload_id TEXT NOT NULL REFERENCES uploads (upload_id) ON DELETE CASCADE,
+    part_number INTEGER NOT NULL, part_salt BLOB NOT NULL,
+    plaintext_size INTEGER NOT NULL, sealed_digest BLOB NOT NULL,
+    backend_etag TEXT NOT NULL, PRIMARY KEY (upload_id, part_number));
+CREATE TABLE objects (
+    bucket TEXT NOT NULL, key TEXT NOT NULL, backend_etag TEXT NOT NULL,
+    plaintext_size INTEGER NOT NULL, sealed_etag BLOB NOT NULL,
+    parts TEXT NOT NULL, header BLOB NOT NULL,
+    PRIMARY KEY (bucket, key, backend_etag));
+INSERT INTO buckets VALUES ('b', x'01', 0);
+INSERT INTO objects VALUES ('b', 'k', '"e"', 5, x'aa', '[]', x'bb');
+"""
+
+
+def test_catalogue_migrates_version_1(tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(_VERSION_1)
+    catalogue = Catalogue(path)
+    assert catalogue.object("b", "k", '"e"') == ObjectRecord(
+        "b", "k", '"e"', 5, b"\xaa", b"\xbb", (), b""
+    )
+    assert catalogue.foreign_objects("b") == "refuse"
+    catalogue.add_upload(UploadRecord("u", "b", "k", b"o", b"h", "crc32/COMPOSITE"), 0)
+    assert catalogue.upload("u") == UploadRecord(
+        "u", "b", "k", b"o", b"h", "crc32/COMPOSITE"
+    )
+    catalogue.close()
+    with sqlite3.connect(path) as db:
+        (version,) = db.execute("SELECT version FROM schema_version").fetchone()
+    assert version == 2
+
+
+def test_catalogue_refuses_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "catalogue.sqlite3"
+    Catalogue(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(RuntimeError, match="newer"):
+        Catalogue(path)
+
+
+def test_finished_upload_keeps_its_etag(catalogue: Catalogue) -> None:
+    catalogue.add_upload(UploadRecord("u", "b", "k", b"o", b"h"), 0.0)
+    catalogue.record_part("u", PartRecord(1, b"a" * 16, 10, b"d", '"e1"', b"c"))
+    catalogue.finish_upload("u", '"stored-2"')
+    upload = catalogue.upload("u")
+    assert upload is not None and upload.completed_etag == '"stored-2"'
+    assert catalogue.parts("u") == {}

@@ -173,3 +173,81 @@ def test_cli_status_text(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "acme (active): organisation key v1 active" in result.stdout
     assert "files v1" in result.stdout
+
+
+def _bucket_of_new_org(data_dir: Path, bucket: str) -> str:
+    """Create organisation acme owning `bucket`; return the org id in hex."""
+    run(data_dir, "org", "create", "acme")
+    org_id = run(data_dir, "org", "list").stdout.split("\t")[2].strip()
+    catalogue = Catalogue(data_dir / "catalogue.sqlite3")
+    try:
+        catalogue.claim_bucket(bucket, bytes.fromhex(org_id), now=0.0)
+    finally:
+        catalogue.close()
+    return org_id
+
+
+def test_cli_bucket_show(tmp_path: Path) -> None:
+    org_id = _bucket_of_new_org(tmp_path, "media")
+    run(tmp_path, "route", "set", "media", "calls/", "recordings")
+    run(tmp_path, "route", "set", "other", "", "messages")
+    result = run(tmp_path, "bucket", "show", "media")
+    assert result.returncode == 0, result.stderr
+    assert f"acme ({org_id})" in result.stdout
+    assert "foreign objects  refuse" in result.stdout
+    assert "calls/ -> recordings" in result.stdout
+    assert "messages" not in result.stdout
+
+
+def test_cli_bucket_show_json(tmp_path: Path) -> None:
+    org_id = _bucket_of_new_org(tmp_path, "media")
+    result = run(tmp_path, "bucket", "show", "media", "--json")
+    summary = json.loads(result.stdout)
+    assert summary["owner"] == {"name": "acme", "id": org_id}
+    assert summary["foreign_objects"] == "refuse"
+    assert summary["routes"] == []
+
+
+def test_cli_bucket_foreign_objects(tmp_path: Path) -> None:
+    _bucket_of_new_org(tmp_path, "media")
+    result = run(tmp_path, "bucket", "foreign-objects", "media", "read")
+    assert result.returncode == 0, result.stderr
+    assert "encrypt" in result.stdout
+    catalogue = Catalogue(tmp_path / "catalogue.sqlite3")
+    try:
+        assert catalogue.foreign_objects("media") == "read"
+    finally:
+        catalogue.close()
+    output = run(tmp_path, "bucket", "show", "media", "--json").stdout
+    assert json.loads(output)["foreign_objects"] == "read"
+    assert run(tmp_path, "bucket", "foreign-objects", "media", "refuse").returncode == 0
+    output = run(tmp_path, "bucket", "show", "media", "--json").stdout
+    assert json.loads(output)["foreign_objects"] == "refuse"
+
+
+def test_cli_bucket_foreign_objects_invalid_policy(tmp_path: Path) -> None:
+    _bucket_of_new_org(tmp_path, "media")
+    result = run(tmp_path, "bucket", "foreign-objects", "media", "write")
+    assert result.returncode == 2
+    assert "'write' is not one of 'refuse', 'read'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["show", "nope"], ["foreign-objects", "nope", "read"]]
+)
+def test_cli_bucket_unknown(tmp_path: Path, args: list[str]) -> None:
+    _bucket_of_new_org(tmp_path, "media")
+    result = run(tmp_path, "bucket", *args)
+    assert result.returncode == 1
+    assert "no bucket 'nope'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["show", "media"], ["foreign-objects", "media", "read"]]
+)
+def test_cli_bucket_without_store(tmp_path: Path, args: list[str]) -> None:
+    result = run(tmp_path / "missing", "bucket", *args)
+    assert result.returncode == 1
+    assert "no catalogue" in result.stderr
+    assert not (tmp_path / "missing").exists()

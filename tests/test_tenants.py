@@ -224,8 +224,8 @@ ERRORS: dict[str, tuple[Call, int, str]] = {
         404,
         "NoSuchUpload",
     ),
-    "acl not implemented": (
-        lambda c, b: c.get_object_acl(Bucket=b, Key="present"),
+    "cors not implemented": (
+        lambda c, b: c.get_bucket_cors(Bucket=b),
         501,
         "NotImplemented",
     ),

@@ -31,7 +31,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,6 +71,9 @@ class Credentials:
 
     access_key: str
     secret_key: str
+    # the canonical user id the target reports for this user, if it is not
+    # the user's name (the proxy names an organisation by its id)
+    user_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,10 @@ def proxy_users(data_dir: Path) -> dict[str, Credentials]:
         byok(data_dir, "org", "create", name)
         keys = json.loads(byok(data_dir, "credentials", "create", name, "--json"))
         users[name] = Credentials(keys["access_key_id"], keys["secret_access_key"])
+    for line in byok(data_dir, "org", "list").splitlines():
+        name, _, org_id = line.split("\t")
+        if name in users:
+            users[name] = replace(users[name], user_id=org_id)
     return users
 
 
@@ -171,7 +178,7 @@ def write_config(target: Target, path: Path) -> None:
 def _user_section(name: str, keys: Credentials) -> dict[str, str]:
     return {
         "display_name": name,
-        "user_id": name,
+        "user_id": keys.user_id or name,
         "email": f"{name}@example.com",
         "access_key": keys.access_key,
         "secret_key": keys.secret_key,
