@@ -16,28 +16,22 @@ since.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from xml.etree.ElementTree import Element, SubElement
 
 from aiohttp import web
-from multidict import MultiDict, MultiDictProxy
 
-from proxy.addressing import Target
 from proxy.checksums import requested_checksums
 from proxy.conditions import etag_matches, parse_http_date
 from proxy.context import S3Request
 from proxy.errors import S3Error
-from proxy.foreign import ForeignObject
 from proxy.headers import governance_bypass_headers
-from proxy.lookup import content_length
+from proxy.lookup import addressed, content_length, head_stored
 from proxy.passthrough import body_digest_headers, forward, read_body, upstream_bytes
 from proxy.s3xml import NAMESPACE, child_text, parse_xml, to_bytes
-from proxy.stored import object_etag, open_stored
-from proxy.upstream import error_from_response
+from proxy.stored import ForeignObject, object_etag
 
 __all__ = ["MAX_OBJECTS", "delete_objects"]
 
@@ -225,39 +219,29 @@ def _set_child(element: Element, name: str, text: str) -> None:
 
 async def _current(s3: S3Request, item: _Object) -> _Current | None:
     """HEAD the object; None if there is none, or a delete marker."""
-    query = [] if item.version is None else [("versionId", item.version)]
-    response = await s3.services.upstream.request(
-        "HEAD", s3.bucket, item.key, query=query
-    )
-    async with response:
-        # S3 returns 405 for a version that is a delete marker
-        if response.status in (404, 405):
-            return None
-        if response.status != 200:
-            raise await error_from_response(response)
-        headers = response.headers
-    stored_size = content_length(headers)
-    last_modified = parse_http_date(headers.get("Last-Modified"))
-    target = _addressed(s3, item)
+    target = addressed(s3, item.key, item.version)
     try:
-        stored = open_stored(target, headers, stored_size)
-    except ForeignObject:
+        stored, headers = await head_stored(target)
+    except ForeignObject as foreign:
         # A foreign object has no plaintext ETag or size apart from the
         # stored ones, which GET returns under the "read" policy.
-        etag = headers.get("ETag", "")
-        return _Current(etag, stored_size, last_modified, etag, stored_size)
+        headers = foreign.stored_headers
+        etag, size = headers.get("ETag", ""), content_length(headers)
+        modified = parse_http_date(headers.get("Last-Modified"))
+        return _Current(etag, size, modified, etag, size)
+    except S3Error as error:
+        # S3 returns 405 for a version that is a delete marker
+        if error.status in (404, 405):
+            return None
+        raise
     etag = await object_etag(target, stored)
     return _Current(
-        etag, stored.plaintext_size, last_modified, stored.backend_etag, stored_size
+        etag,
+        stored.plaintext_size,
+        parse_http_date(headers.get("Last-Modified")),
+        stored.backend_etag,
+        stored.stored_size,
     )
-
-
-def _addressed(s3: S3Request, item: _Object) -> S3Request:
-    """Return the request readdressed to one object of the list."""
-    query: MultiDict[str] = MultiDict()
-    if item.version is not None:
-        query["versionId"] = item.version
-    return replace(s3, target=Target(s3.bucket, item.key), query=MultiDictProxy(query))
 
 
 def _matches(item: _Object, current: _Current) -> bool:
@@ -285,11 +269,8 @@ async def _delete_upstream(
     for item in items:
         request.append(item.element)
     body = to_bytes(request)
-    headers = {
-        "Content-Type": "application/xml",
-        "Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode(),
-        **governance_bypass_headers(s3.http.headers),
-    }
+    headers = body_digest_headers({"Content-Type": "application/xml"}, body)
+    headers.update(governance_bypass_headers(s3.http.headers))
     answer, _ = await upstream_bytes(
         s3, "POST", query=[("delete", "")], headers=headers, body=body
     )

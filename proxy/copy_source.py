@@ -21,10 +21,10 @@ from proxy.buckets import require_owner
 from proxy.conditions import check_conditions
 from proxy.context import S3Request
 from proxy.errors import S3Error
-from proxy.foreign import ForeignObject, foreign_policy_allows, open_foreign
+from proxy.foreign import foreign_policy_allows, open_foreign
 from proxy.lookup import content_length, head_stored
 from proxy.objects import plan_read
-from proxy.stored import StoredObject, object_etag
+from proxy.stored import ForeignObject, StoredObject, object_etag
 from proxy.transfer import opened_chunks
 from proxy.upstream import error_from_response
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
-__all__ = ["S3Error"]
+__all__ = ["S3Error", "object_changed"]
 
 
 class S3Error(Exception):
@@ -42,3 +42,10 @@ class S3Error(Exception):
             parts.append(f"<Resource>{escape(self.resource)}</Resource>")
         parts.append(f"<RequestId>{escape(request_id)}</RequestId></Error>")
         return "".join(parts).encode()
+
+
+def object_changed() -> S3Error:
+    """Return the error for an object replaced while the proxy was reading it."""
+    return S3Error(
+        "InternalError", "The object changed while it was being read; retry", 500
+    )

@@ -11,27 +11,25 @@ is, so that copying a foreign object onto itself encrypts it in place.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.context import S3Request
-from proxy.errors import S3Error
+from proxy.errors import object_changed
 from proxy.headers import HEADER_METADATA
+from proxy.lookup import content_length, version_query
+from proxy.stored import ForeignObject
+from proxy.streams import client_may_leave, relay
 from proxy.upstream import error_from_response
 
 __all__ = [
-    "ForeignObject",
     "foreign_policy_allows",
     "open_foreign",
     "serve_foreign",
     "serves_foreign",
 ]
-
-log = logging.getLogger("byok.objects")
 
 Handler = Callable[[S3Request], Awaitable[web.StreamResponse]]
 
@@ -71,24 +69,6 @@ _RESPONSE_HEADERS = (
 # The object store's request ids name its own request, not the client's.
 _DROPPED_HEADERS = ("x-amz-request-id", "x-amz-id-2")
 _RESERVED_METADATA = "x-amz-meta-byok-"
-
-
-class ForeignObject(S3Error):
-    """The addressed object has no encryption header: the proxy did not write it.
-
-    `stored_headers` keeps the object store's response headers, so that a
-    caller allowed to read the object needs no second HEAD.
-    """
-
-    def __init__(self, stored_headers: Mapping[str, str]) -> None:
-        super().__init__(
-            "InvalidObjectState",
-            "The object was not written through byok-proxy and has no "
-            "encryption header. Only GET, HEAD and copy can read such an "
-            "object, and only in a bucket whose foreign-objects policy is read",
-            403,
-        )
-        self.stored_headers = CIMultiDictProxy(CIMultiDict(stored_headers))
 
 
 def foreign_policy_allows(s3: S3Request) -> bool:
@@ -141,12 +121,13 @@ async def serve_foreign(s3: S3Request, method: str) -> web.StreamResponse:
         response = web.StreamResponse(
             status=upstream.status, headers=_answer_headers(upstream.headers)
         )
-        response.content_length = _content_length(upstream.headers)
-        await response.prepare(s3.http)
-        if method == "GET":
-            await _write_body(s3, upstream, response)
-        else:
-            await response.write_eof()
+        response.content_length = content_length(upstream.headers)
+        async with client_may_leave(s3):
+            await response.prepare(s3.http)
+            if method == "GET":
+                await relay(s3, upstream.content.iter_any(), response)
+            else:
+                await response.write_eof()
         return response
     finally:
         upstream.release()
@@ -163,13 +144,12 @@ async def open_foreign(
     headers = {"If-Match": etag}
     if byte_range is not None:
         headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
-    version = [(name, value) for name, value in s3.query.items() if name == "versionId"]
     response = await s3.services.upstream.request(
-        "GET", s3.bucket, s3.key, query=version, headers=headers
+        "GET", s3.bucket, s3.key, query=version_query(s3), headers=headers
     )
     try:
         if response.status == 412:
-            raise _changed()
+            raise object_changed()
         if response.status != (200 if byte_range is None else 206):
             raise await error_from_response(response)
         _check_still_foreign(response.headers)
@@ -186,13 +166,7 @@ def _check_still_foreign(headers: Mapping[str, str]) -> None:
     one would send ciphertext to the client as if it were the object.
     """
     if HEADER_METADATA in headers:
-        raise _changed()
-
-
-def _changed() -> S3Error:
-    return S3Error(
-        "InternalError", "The object changed while it was being read; retry", 500
-    )
+        raise object_changed()
 
 
 def _answer_headers(stored: Mapping[str, str]) -> dict[str, str]:
@@ -210,50 +184,3 @@ def _answer_headers(stored: Mapping[str, str]) -> dict[str, str]:
             continue
         headers[lower] = value
     return headers
-
-
-def _content_length(headers: Mapping[str, str]) -> int:
-    value = headers.get("Content-Length", "")
-    if not (value.isascii() and value.isdigit()):
-        raise S3Error("InternalError", "The object store sent no Content-Length", 502)
-    return int(value)
-
-
-async def _write_body(
-    s3: S3Request, upstream: aiohttp.ClientResponse, response: web.StreamResponse
-) -> None:
-    """Copy the stored bytes to the client; abort the connection on failure.
-
-    The status line is already sent, so a failure can only cut the body
-    short, and the client sees fewer bytes than Content-Length promised.
-    """
-    try:
-        async for chunk in upstream.content.iter_any():
-            await response.write(chunk)
-    except aiohttp.ClientPayloadError as error:
-        log.warning(
-            "upstream.failed request=%s bucket=%s key=%r: the object store ended "
-            "the body early: %s",
-            s3.request_id,
-            s3.bucket,
-            s3.key,
-            error,
-        )
-        _abort(s3.http)
-        return
-    except ConnectionError as error:
-        # Both connections raise ConnectionError, so the client's transport
-        # shows which one failed, as in streams.client_disconnected. That module
-        # imports stored.py, which imports this one, so it is not imported.
-        transport = s3.http.transport
-        if transport is not None and not transport.is_closing():
-            raise
-        log.info("client.disconnected request=%s: %s", s3.request_id, error)
-        return
-    await response.write_eof()
-
-
-def _abort(request: web.Request) -> None:
-    transport = request.transport
-    if transport is not None:
-        transport.abort()

@@ -13,17 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 
-from multidict import MultiDict
-
-from proxy.addressing import Target
 from proxy.catalogue import ObjectRecord
 from proxy.context import S3Request
 from proxy.errors import S3Error
-from proxy.foreign import ForeignObject
-from proxy.lookup import head_stored
-from proxy.stored import object_etag
+from proxy.lookup import addressed, content_length, head_stored
+from proxy.stored import ForeignObject, object_etag
 
 __all__ = ["learn_objects"]
 
@@ -43,10 +38,8 @@ async def learn_objects(s3: S3Request, missing: Iterable[tuple[str, str]]) -> No
     limit = asyncio.Semaphore(_CONCURRENCY)
 
     async def learn(key: str, version_id: str) -> None:
-        query: MultiDict[str] = MultiDict()
-        if version_id and version_id != "null":
-            query["versionId"] = version_id
-        target = replace(s3, target=Target(s3.bucket, key), query=query)
+        version = version_id if version_id and version_id != "null" else None
+        target = addressed(s3, key, version)
         async with limit:
             try:
                 stored, _ = await head_stored(target)
@@ -67,9 +60,7 @@ async def learn_objects(s3: S3Request, missing: Iterable[tuple[str, str]]) -> No
 
 def _record_foreign(s3: S3Request, headers: Mapping[str, str]) -> None:
     """Record an object the proxy did not write, so listings stop opening it."""
-    size = headers.get("Content-Length", "")
-    if not size.isdigit():
-        return
+    size = content_length(headers)
     s3.services.catalogue.record_object(
-        ObjectRecord(s3.bucket, s3.key, headers.get("ETag", ""), int(size), b"", b"")
+        ObjectRecord(s3.bucket, s3.key, headers.get("ETag", ""), size, b"", b"")
     )

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from crypto.errors import DecryptionFailed
 from crypto.header import Header, Layout, ObjectKeys, open_header
 from crypto.sealed import open_value, seal_value
@@ -14,13 +16,13 @@ from crypto.sizes import digest_span, part_stored_size, sealed_size
 from crypto.stream import StreamOpener
 from proxy.catalogue import ObjectRecord
 from proxy.context import S3Request
-from proxy.errors import S3Error
-from proxy.foreign import ForeignObject
+from proxy.errors import S3Error, object_changed
 from proxy.headers import HEADER_METADATA
 from proxy.object_checksums import ObjectChecksum, open_checksum
 from proxy.transfer import PartLayout
 
 __all__ = [
+    "ForeignObject",
     "StoredObject",
     "composite_etag",
     "decryption_failed",
@@ -36,6 +38,24 @@ __all__ = [
 ]
 
 log = logging.getLogger("byok.objects")
+
+
+class ForeignObject(S3Error):
+    """The addressed object has no encryption header: the proxy did not write it.
+
+    `stored_headers` keeps the object store's response headers, so that a
+    caller allowed to read the object needs no second HEAD.
+    """
+
+    def __init__(self, stored_headers: Mapping[str, str]) -> None:
+        super().__init__(
+            "InvalidObjectState",
+            "The object was not written through byok-proxy and has no "
+            "encryption header. Only GET, HEAD and copy can read such an "
+            "object, and only in a bucket whose foreign-objects policy is read",
+            403,
+        )
+        self.stored_headers = CIMultiDictProxy(CIMultiDict(stored_headers))
 
 
 @dataclass(frozen=True)
@@ -229,9 +249,7 @@ async def _read_digest(s3: S3Request, stored: StoredObject) -> bytes:
     )
     async with response:
         if response.status != 206:
-            raise S3Error(
-                "InternalError", "The object changed while it was being read", 500
-            )
+            raise object_changed()
         data = await response.content.read()
     opener = StreamOpener(
         stored.keys.content_key,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import aiohttp
 from aiohttp import web
@@ -21,7 +22,7 @@ from multidict import CIMultiDictProxy
 
 from crypto.errors import DecryptionFailed, KeyRevoked, SizeMismatch
 from proxy.context import S3Request
-from proxy.errors import S3Error
+from proxy.errors import S3Error, object_changed
 from proxy.stored import decryption_failed
 from proxy.transfer import Piece, opened_chunks
 from proxy.upstream import error_from_response
@@ -29,7 +30,9 @@ from proxy.upstream import error_from_response
 __all__ = [
     "Failure",
     "client_disconnected",
+    "client_may_leave",
     "guarded",
+    "relay",
     "send_upstream_write",
     "stream_plaintext",
 ]
@@ -127,15 +130,11 @@ async def stream_plaintext(
         first = await _first_chunk(s3, chunks)
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = content_length
-        try:
+        async with client_may_leave(s3):
             await response.prepare(s3.http)
             if first:
                 await response.write(first)
-            await _write_rest(s3, chunks, response)
-        except ConnectionError as error:
-            if not client_disconnected(s3.http):
-                raise
-            log.info("client.disconnected request=%s: %s", s3.request_id, error)
+            await relay(s3, chunks, response)
         return response
     finally:
         upstream.release()
@@ -165,9 +164,26 @@ async def _first_chunk(s3: S3Request, chunks: AsyncIterator[bytes]) -> bytes:
         ) from error
 
 
-async def _write_rest(
-    s3: S3Request, chunks: AsyncIterator[bytes], response: web.StreamResponse
+@asynccontextmanager
+async def client_may_leave(s3: S3Request) -> AsyncIterator[None]:
+    """Log and swallow a write failure caused by the client closing the connection."""
+    try:
+        yield
+    except ConnectionError as error:
+        if not client_disconnected(s3.http):
+            raise
+        log.info("client.disconnected request=%s: %s", s3.request_id, error)
+
+
+async def relay(
+    s3: S3Request, chunks: AsyncIterable[bytes], response: web.StreamResponse
 ) -> None:
+    """Write the rest of a prepared response; abort the connection on failure.
+
+    The status line is already sent, so a failure can only cut the body
+    short. The organisation is checked every megabyte, so that a revocation
+    also cuts a download in progress.
+    """
     unchecked = 0
     try:
         async for chunk in chunks:
@@ -220,7 +236,5 @@ def _abort(request: web.Request) -> None:
 
 async def _read_error(upstream: aiohttp.ClientResponse) -> S3Error:
     if upstream.status == 412:
-        return S3Error(
-            "InternalError", "The object changed while it was being read; retry", 500
-        )
+        return object_changed()
     return await error_from_response(upstream)
