@@ -275,7 +275,7 @@ def _owner_acl(s3: S3Request) -> Element:
 
 
 def owner(s3: S3Request) -> tuple[str, str]:
-    """The requesting organisation as an S3 owner: canonical id, display name."""
+    """Return the requesting organisation as an S3 owner: canonical id, name."""
     owner_id = _owner_id(s3)
     return owner_id, s3.services.keyring.organisation(s3.org_id).name or owner_id
 

@@ -2,7 +2,7 @@
 
 An <Object> may carry <ETag>, <Size> and <LastModifiedTime>, and is then
 deleted only if they match. Clients name the plaintext ETag and size, which
-the object store never sees, so the proxy HEADs each such object, compares
+the object store does not have, so the proxy HEADs each such object, compares
 it, and reports a mismatch itself as PreconditionFailed without sending
 that object upstream. A matching object goes upstream with the stored ETag
 and size in place of the plaintext ones, so an object store that checks

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 2
-# How a bucket treats objects that were not written through the proxy.
+# Policies for objects in a bucket that were not written through the proxy.
 FOREIGN_POLICIES = ("refuse", "read")
 
 _SCHEMA = """
@@ -96,8 +96,8 @@ class UploadRecord:
     header: bytes
     # "<algorithm>/<type>" of the object checksum the upload asked for, or ""
     checksum: str = ""
-    # the stored ETag once the upload has completed, so a repeated
-    # CompleteMultipartUpload can answer as the first one did
+    # the stored ETag once the upload has completed, so that a repeated
+    # CompleteMultipartUpload gets the same response as the first one
     completed_etag: str | None = None
 
 
@@ -207,7 +207,7 @@ class Catalogue:
     def foreign_objects(self, bucket: str) -> str:
         """Return how `bucket` treats objects the proxy did not write.
 
-        "refuse" answers them with an error, "read" passes them through
+        "refuse" rejects them with an error, "read" passes them through
         unchanged.
         """
         row = self._db.execute(

@@ -39,7 +39,7 @@ def check_conditions(
 
 
 def etag_matches(header: str, etag: str) -> bool:
-    """Whether an If-Match or If-None-Match value names `etag` (or is *)."""
+    """Return whether an If-Match or If-None-Match value names `etag` or is *."""
     expected = etag.strip('"')
     for candidate in header.split(","):
         value = candidate.strip().removeprefix("W/").strip('"')

@@ -237,8 +237,8 @@ async def _repeat_completion(
 ) -> web.StreamResponse:
     """Repeat the first completion's response while its object is current.
 
-    S3 lets a client that lost the first answer complete again; once the
-    object has been replaced or deleted the upload is gone.
+    S3 lets a client that lost the first response complete again. Once the
+    object has been replaced or deleted, the upload is gone.
     """
     _, headers = await upstream_bytes(s3, "HEAD", key=s3.key, expect=(200, 404))
     stored_etag = CIMultiDict(headers).get("ETag")

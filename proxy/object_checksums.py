@@ -5,7 +5,7 @@ A multipart upload names its algorithm and type when it starts. COMPOSITE
 is the digest of the part digests with a "-N" suffix. FULL_OBJECT (CRC
 algorithms only) is the CRC of the whole plaintext, combined from the part
 CRCs without reading the data again. Values are digests of the plaintext, so
-the catalogue holds them sealed under the object's keys.
+the catalogue stores them sealed under the object's keys.
 """
 
 from __future__ import annotations

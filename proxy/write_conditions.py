@@ -1,9 +1,9 @@
 """Conditional writes: If-Match and If-None-Match on PUT and on completion.
 
 Clients name plaintext ETags, which the object store does not have. The proxy
-compares them with the current object's plaintext ETag itself, then asks the
-object store to write only if the object it compared is still current, so
-a concurrent writer in between makes the write fail instead of racing it.
+compares them with the current object's plaintext ETag itself. The write
+then goes upstream with the condition that the compared object is still
+current, so a concurrent writer in between makes it fail instead of racing.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def test_multipart_composite_sha256(s3: Any, bucket: str) -> None:
     part = s3.head_object(Bucket=bucket, Key="m", PartNumber=2, ChecksumMode="ENABLED")
     assert part["ChecksumSHA256"] == sha256(bodies[1])
 
-    # a client that lost the answer completes again and hears the same
+    # a client that lost the response completes again and gets the same one
     again = _complete(s3, bucket, "m", upload_id, parts)
     assert (again["ETag"], again["ChecksumSHA256"]) == (
         done["ETag"],
