@@ -1,21 +1,22 @@
-"""CopyObject: the source is opened and sealed again under the destination's keys.
+"""CopyObject and UploadPartCopy under the destination's name and keys.
 
-A copy never carries the source's ciphertext: the destination may belong to
-another bucket, purpose or DEK version, and its header binds its own name.
-Both ends stream, so memory stays bounded whatever the object size.
+A CopyObject whose destination can keep the source's ciphertext gets a
+re-tagged header and an object store copy (`proxy.header_copy`). Every
+other copy opens the source and seals it again for the destination; both
+ends stream, so memory stays bounded whatever the object size.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from xml.etree.ElementTree import SubElement
 
 from aiohttp import web
 
 from crypto.errors import DecryptionFailed
-from crypto.header import Layout, seal_header
+from crypto.header import Layout, Purpose, seal_header
 from crypto.sizes import sealed_size
 from crypto.stream import StreamSealer
 from proxy.catalogue import ObjectRecord
@@ -28,6 +29,7 @@ from proxy.copy_source import (
     source_plaintext,
 )
 from proxy.errors import S3Error
+from proxy.header_copy import copy_header_only, header_only_possible
 from proxy.headers import (
     HEADER_METADATA,
     client_object_headers,
@@ -35,7 +37,13 @@ from proxy.headers import (
     upstream_object_headers,
 )
 from proxy.multipart import open_upload, part_number, seal_part
-from proxy.object_checksums import b64, seal_checksum, whole_object, xml_name
+from proxy.object_checksums import (
+    ObjectChecksum,
+    b64,
+    seal_checksum,
+    whole_object,
+    xml_name,
+)
 from proxy.s3xml import document, to_bytes
 from proxy.stored import decryption_failed, md5_etag, sealed_etag, stored_checksum
 from proxy.streams import Failure, guarded, send_upstream_write
@@ -71,9 +79,31 @@ async def copy_object(s3: S3Request) -> web.StreamResponse:
             "for a copy source: 5368709120",
         )
     headers = _destination_headers(s3, source)
-
-    # read the source's plaintext as it arrives and seal it for the destination
     purpose = s3.services.catalogue.purpose_for(s3.bucket, s3.key)
+    written: Mapping[str, str]
+    if header_only_possible(s3, source, purpose):
+        written, checksum = await copy_header_only(s3, source, headers)
+        new_etag = source.etag
+    else:
+        written, new_etag, checksum = await _copy_sealed(s3, source, headers, purpose)
+    answer = document(
+        "CopyObjectResult",
+        {"LastModified": _now_iso(), "ETag": new_etag},
+    )
+    if checksum is not None:
+        SubElement(answer, checksum.xml_name).text = checksum.value
+        SubElement(answer, "ChecksumType").text = checksum.kind
+    response = web.Response(body=to_bytes(answer), content_type="application/xml")
+    if "x-amz-version-id" in written:
+        response.headers["x-amz-version-id"] = written["x-amz-version-id"]
+    _copy_source_version(source, response)
+    return response
+
+
+async def _copy_sealed(
+    s3: S3Request, source: CopySource, headers: dict[str, str], purpose: Purpose
+) -> tuple[Mapping[str, str], str, ObjectChecksum | None]:
+    """Stream the source's plaintext and seal it under the destination's keys."""
     dek = s3.services.keyring.current_dek(s3.org_id, purpose)
     header, keys = seal_header(
         dek,
@@ -110,18 +140,7 @@ async def copy_object(s3: S3Request) -> web.StreamResponse:
             sealed_checksum=seal_checksum(keys, header, checksum) if checksum else b"",
         )
     )
-    answer = document(
-        "CopyObjectResult",
-        {"LastModified": _now_iso(), "ETag": new_etag},
-    )
-    if checksum is not None:
-        SubElement(answer, checksum.xml_name).text = checksum.value
-        SubElement(answer, "ChecksumType").text = checksum.kind
-    response = web.Response(body=to_bytes(answer), content_type="application/xml")
-    if "x-amz-version-id" in written:
-        response.headers["x-amz-version-id"] = written["x-amz-version-id"]
-    _copy_source_version(source, response)
-    return response
+    return written, new_etag, checksum
 
 
 async def upload_part_copy(s3: S3Request) -> web.StreamResponse:

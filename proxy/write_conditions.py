@@ -12,7 +12,7 @@ from proxy.conditions import check_conditions, etag_matches
 from proxy.context import S3Request
 from proxy.errors import S3Error
 from proxy.lookup import head_stored
-from proxy.stored import object_etag
+from proxy.stored import ForeignObject, object_etag
 
 __all__ = ["write_conditions"]
 
@@ -33,11 +33,15 @@ async def write_conditions(s3: S3Request) -> dict[str, str]:
         return {}
     try:
         stored, _ = await head_stored(s3)
+    except ForeignObject as foreign:
+        # stored unencrypted, so the store's ETag is already the plaintext's
+        etag = backend_etag = foreign.stored_headers.get("ETag", "")
     except S3Error as error:
         if error.code == "NoSuchKey" and if_match is None:
             return {}
         raise
-    etag = await object_etag(s3, stored)
+    else:
+        etag, backend_etag = await object_etag(s3, stored), stored.backend_etag
     if if_match is not None:
         check_conditions({"If-Match": if_match}, etag, None)
     if if_none_match is not None and etag_matches(if_none_match, etag):
@@ -46,4 +50,4 @@ async def write_conditions(s3: S3Request) -> dict[str, str]:
             "At least one of the pre-conditions you specified did not hold",
             412,
         )
-    return {"If-Match": stored.backend_etag}
+    return {"If-Match": backend_etag}

@@ -45,12 +45,34 @@ def test_copy_same_bucket(s3: Any, backend_s3: Any, bucket: str) -> None:
     assert got["Body"].read() == data
     assert got["ContentType"] == "text/csv"
     assert got["Metadata"] == {"owner": "ana"}
+    # the same purpose: the store copied the ciphertext under a re-tagged header
     source = backend_s3.get_object(Bucket=bucket, Key="src")["Body"].read()
     copied = backend_s3.get_object(Bucket=bucket, Key="dst")["Body"].read()
-    assert source != copied
-    assert stored_header(backend_s3, bucket, "src").salt != (
-        stored_header(backend_s3, bucket, "dst").salt
+    assert source == copied
+    source_header = stored_header(backend_s3, bucket, "src")
+    copied_header = stored_header(backend_s3, bucket, "dst")
+    assert source_header.salt == copied_header.salt
+    assert source_header.tag != copied_header.tag
+
+
+def test_header_only_copy_is_bound_to_its_name(
+    s3: Any, backend_s3: Any, bucket: str
+) -> None:
+    s3.put_object(Bucket=bucket, Key="src", Body=b"secret body")
+    s3.copy_object(Bucket=bucket, Key="dst", CopySource=f"{bucket}/src")
+    # swap the headers: each names the other object, so neither opens
+    source_meta = backend_s3.head_object(Bucket=bucket, Key="src")["Metadata"]
+    backend_s3.copy_object(
+        Bucket=bucket,
+        Key="dst",
+        CopySource=f"{bucket}/dst",
+        Metadata=source_meta,
+        MetadataDirective="REPLACE",
     )
+    with pytest.raises(ClientError) as error:
+        s3.get_object(Bucket=bucket, Key="dst")["Body"].read()
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] >= 400
+    assert s3.get_object(Bucket=bucket, Key="src")["Body"].read() == b"secret body"
 
 
 def test_copy_replace_metadata_in_place(s3: Any, bucket: str) -> None:
@@ -98,6 +120,8 @@ def test_copy_across_buckets_and_purposes(
     )
     header = stored_header(backend_s3, target_bucket, "calls/a.wav")
     assert header.purpose is Purpose.RECORDINGS
+    # another purpose, another DEK: sealed again with a new salt
+    assert header.salt != stored_header(backend_s3, source_bucket, "a.wav").salt
 
 
 def test_copy_multipart_source(s3: Any, bucket: str) -> None:

@@ -261,3 +261,26 @@ def test_foreign_listed_as_stored_and_recorded_once(
             (bucket,),
         ).fetchall()
     assert rows == [(etag, len(data), b"")]
+
+
+@pytest.mark.parametrize("policy", ["refuse", "read"])
+def test_foreign_conditional_overwrite(
+    stack: Stack, s3: Any, backend_s3: Any, bucket: str, policy: str
+) -> None:
+    etag = put_foreign(backend_s3, bucket, "doc", b"plain bytes")
+    set_policy(stack, bucket, policy)
+
+    with pytest.raises(ClientError) as error:
+        s3.put_object(
+            Bucket=bucket, Key="doc", Body=b"new", IfMatch='"' + "0" * 32 + '"'
+        )
+    assert error_of(error) == (412, "PreconditionFailed")
+    with pytest.raises(ClientError) as error:
+        s3.put_object(Bucket=bucket, Key="doc", Body=b"new", IfNoneMatch=etag)
+    assert error_of(error) == (412, "PreconditionFailed")
+
+    s3.put_object(Bucket=bucket, Key="doc", Body=b"encrypted now", IfMatch=etag)
+
+    assert s3.get_object(Bucket=bucket, Key="doc")["Body"].read() == b"encrypted now"
+    stored = backend_s3.get_object(Bucket=bucket, Key="doc")["Body"].read()
+    assert b"encrypted now" not in stored
