@@ -3,6 +3,7 @@
 __all__ = [
     "CryptoError",
     "DecryptionFailed",
+    "ImportRejected",
     "KeyHierarchyError",
     "KeyRevoked",
     "KeyStoreError",
@@ -65,3 +66,10 @@ class OrganisationExists(KeyHierarchyError):
 
 class KeyStoreError(KeyHierarchyError):
     """The key store database cannot be used or did not finish an operation."""
+
+
+class ImportRejected(KeyHierarchyError):
+    """A rejected customer key import, with a message that names the fix.
+
+    No message contains key bytes, the import token or a submitted check value.
+    """

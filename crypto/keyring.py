@@ -25,6 +25,7 @@ from crypto.errors import (
     DecryptionFailed,
     KeyRevoked,
     KeyStoreError,
+    KeyUnavailable,
     MasterKeyError,
     UnknownAccessKey,
     UnknownOrganisation,
@@ -33,6 +34,7 @@ from crypto.header import DataKey, Purpose
 from crypto.keystore import (
     CredentialRecord,
     DekRecord,
+    KeySource,
     KeyStore,
     Organisation,
     OrgKeyRecord,
@@ -42,6 +44,7 @@ from crypto.keystore import (
     validate_organisation_name,
 )
 from crypto.master import MasterKey
+from crypto.masters import MasterKeys
 from crypto.wrap import (
     KEY_SIZE,
     ORG_ID_SIZE,
@@ -117,7 +120,7 @@ class KeyRing:
     def __init__(
         self,
         store: KeyStore,
-        master: MasterKey,
+        master: MasterKey | MasterKeys,
         *,
         ttl: float = 300.0,
         maxsize: int = 4096,
@@ -128,7 +131,7 @@ class KeyRing:
         if maxsize < 1:
             raise ValueError(f"key cache maxsize must be at least 1, got {maxsize}")
         self._store = store
-        self._master = master
+        self._masters = master if isinstance(master, MasterKeys) else MasterKeys(master)
         # NOTE: Python cannot overwrite bytes objects, so a purged key stays
         # in freed memory until the allocator reuses it.
         self._org_keys: TTLCache[tuple[bytes, int], bytes] = TTLCache(
@@ -155,7 +158,9 @@ class KeyRing:
         org_id = secrets.token_bytes(ORG_ID_SIZE)
         now = _now()
         org_key = secrets.token_bytes(KEY_SIZE)
-        org_key_record = self._wrap_org_key(org_id, 1, org_key, now)
+        org_key_record = self._wrap_org_key(
+            self._masters.platform, org_id, 1, org_key, now
+        )
         deks = [
             self._new_dek(org_id, purpose, 1, org_key, 1, now) for purpose in Purpose
         ]
@@ -250,7 +255,7 @@ class KeyRing:
             secrets.token_bytes(_ACCESS_KEY_ID_BYTES)
         ).decode("ascii")
         secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
-        wrapped = self._master.wrap(
+        wrapped = self._masters.platform.wrap(
             secret.encode("ascii"), secret_associated_data(access_key_id)
         )
         record = CredentialRecord(access_key_id, organisation.id, wrapped, _now())
@@ -275,7 +280,7 @@ class KeyRing:
         self.ensure_active(record.org_id)
         if record.wrapped_secret is None:
             self._raise_missing_keys(record.org_id, "a wrapped secret")
-        secret = self._master.unwrap(
+        secret = self._masters.platform.unwrap(
             record.wrapped_secret, secret_associated_data(access_key_id)
         ).decode("ascii")
         self._secrets[access_key_id] = (record.org_id, secret)
@@ -312,7 +317,8 @@ class KeyRing:
         active = self._active_org_key(org_id)
         new_version = active.version + 1
         new_key = secrets.token_bytes(KEY_SIZE)
-        new_record = self._wrap_org_key(org_id, new_version, new_key, _now())
+        master = self._masters.for_record(organisation, active.master_key_id)
+        new_record = self._wrap_org_key(master, org_id, new_version, new_key, _now())
         rewrapped = [
             self._rewrap(record, new_key, new_version)
             for record in self._store.deks(org_id)
@@ -343,6 +349,90 @@ class KeyRing:
         self._current.pop((org_id, purpose), None)
         return new_version
 
+    # master keys
+
+    def use_master(
+        self,
+        org: OrgRef,
+        master: MasterKey,
+        source: KeySource,
+        hsm_key_label: str = "",
+    ) -> Organisation:
+        """Rewrap every organisation key version under another master key.
+
+        This rotates the master key of one organisation: to a new imported
+        key, into a token, or back to the platform key. All versions move in
+        one transaction, so older objects stay readable. An imported key is
+        then held in this process's memory only.
+        """
+        organisation = self._require_active(org)
+        rewrapped = []
+        for record in self._store.org_keys(organisation.id):
+            if record.wrapped is None:
+                continue
+            key = self._org_key(organisation.id, record.version)
+            new = self._wrap_org_key(
+                master, organisation.id, record.version, key, record.created_at
+            )
+            rewrapped.append(replace(new, state=record.state))
+        moved = replace(organisation, key_source=source, hsm_key_label=hsm_key_label)
+        if source == "imported":
+            self._masters.add_imported(master)
+        self._store.rewrap_org_keys(moved, rewrapped)
+        self._organisations[moved.id] = moved
+        return moved
+
+    def supply_master(self, org: OrgRef, master: MasterKey) -> None:
+        """Hold an organisation's imported key again, e.g. after a restart.
+
+        Raise MasterKeyError unless it is the key that wraps the
+        organisation's active organisation key.
+        """
+        organisation = self._require_active(org)
+        active = self._active_org_key(organisation.id)
+        if organisation.key_source != "imported":
+            raise MasterKeyError(
+                f"organisation {organisation.name!r} does not use an imported "
+                "master key; import a key to move it to one"
+            )
+        if master.key_id != active.master_key_id:
+            raise _wrong_master_key(active, master.key_id)
+        self._masters.add_imported(master)
+
+    def key_state(self, org: OrgRef) -> str:
+        """Return "active", "unavailable" (retry later) or "revoked"."""
+        organisation = self._resolve(org)
+        if not organisation.active:
+            return "revoked"
+        try:
+            active = self._active_org_key(organisation.id)
+            self._org_key(organisation.id, active.version)
+        except KeyUnavailable:
+            return "unavailable"
+        return "active"
+
+    # rotation policy
+
+    def set_max_key_age(self, org: OrgRef, seconds: float | None) -> None:
+        """Set how old the active organisation key may get, or None for no limit."""
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"maximum key age must be positive, got {seconds}")
+        organisation = self._require_active(org)
+        self._store.set_max_key_age(organisation.id, seconds)
+
+    def due_for_rotation(self, now: datetime | None = None) -> list[Organisation]:
+        """Return the active organisations whose key is older than their policy."""
+        moment = now or _now()
+        due = []
+        for organisation in self._store.organisations():
+            if not organisation.active or organisation.max_key_age is None:
+                continue
+            active = self._active_org_key(organisation.id)
+            age = (moment - active.created_at).total_seconds()
+            if age >= organisation.max_key_age:
+                due.append(organisation)
+        return due
+
     # cross-process state
 
     def refresh(self) -> bool:
@@ -364,7 +454,7 @@ class KeyRing:
     def status(self) -> KeyRingStatus:
         """Summarise organisations, key versions and cache sizes, without keys."""
         return KeyRingStatus(
-            master_key_id=self._master.key_id,
+            master_key_id=self._masters.platform.key_id,
             organisations=tuple(
                 self._organisation_status(organisation)
                 for organisation in self._store.organisations()
@@ -396,13 +486,9 @@ class KeyRing:
             )
         if record.wrapped is None:
             self._raise_missing_keys(org_id, f"organisation key version {version}")
-        # TODO: nothing rewraps organisation keys under a new master key yet,
-        # so the master key cannot be rotated.
-        if record.master_key_id != self._master.key_id:
-            raise _wrong_master_key(record, self._master.key_id)
-        key = self._master.unwrap(
-            record.wrapped, org_key_associated_data(org_id, version)
-        )
+        organisation = self._organisations.get(org_id) or self._resolve(org_id)
+        master = self._masters.for_record(organisation, record.master_key_id)
+        key = master.unwrap(record.wrapped, org_key_associated_data(org_id, version))
         self._org_keys[(org_id, version)] = key
         return key
 
@@ -432,13 +518,12 @@ class KeyRing:
 
     # wrapping
 
+    @staticmethod
     def _wrap_org_key(
-        self, org_id: bytes, version: int, key: bytes, now: datetime
+        master: MasterKey, org_id: bytes, version: int, key: bytes, now: datetime
     ) -> OrgKeyRecord:
-        wrapped = self._master.wrap(key, org_key_associated_data(org_id, version))
-        return OrgKeyRecord(
-            org_id, version, wrapped, "active", self._master.key_id, now
-        )
+        wrapped = master.wrap(key, org_key_associated_data(org_id, version))
+        return OrgKeyRecord(org_id, version, wrapped, "active", master.key_id, now)
 
     def _new_dek(
         self,
@@ -600,10 +685,10 @@ def _unknown_access_key(access_key_id: str) -> UnknownAccessKey:
     return UnknownAccessKey(f"no credentials have access key id {access_key_id!r}")
 
 
-def _wrong_master_key(record: OrgKeyRecord, loaded_key_id: str) -> MasterKeyError:
+def _wrong_master_key(record: OrgKeyRecord, offered_key_id: str) -> MasterKeyError:
     return MasterKeyError(
         f"organisation key version {record.version} of organisation "
         f"{record.org_id.hex()} is wrapped by master key {record.master_key_id}, "
-        f"but the loaded master key is {loaded_key_id}; start with the master "
-        "key that created this key store"
+        f"but the key offered is {offered_key_id}; supply the key that was "
+        "imported for this organisation"
     )

@@ -26,6 +26,7 @@ __all__ = [
     "CredentialRecord",
     "DekRecord",
     "DekState",
+    "KeySource",
     "KeyStore",
     "OrgKeyRecord",
     "OrgKeyState",
@@ -38,6 +39,9 @@ __all__ = [
 OrgState = Literal["active", "revoked"]
 OrgKeyState = Literal["active", "rotated", "destroyed"]
 DekState = Literal["active", "rotated"]
+KeySource = Literal["platform", "imported", "hsm"]
+"""Where an organisation's master key lives: the platform's key file, a key
+the customer imported (held in memory only), or a key in a PKCS#11 token."""
 
 _NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 _ORG_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -71,13 +75,21 @@ def parse_organisation_id(text: str) -> bytes | None:
 
 @dataclass(frozen=True)
 class Organisation:
-    """A tenant: the owner of one organisation key and one DEK per purpose."""
+    """A tenant: the owner of one organisation key and one DEK per purpose.
+
+    `key_source` says which master key wraps its organisation keys;
+    `hsm_key_label` names the token key when that source is "hsm".
+    `max_key_age` is the rotation policy in seconds, or None for none.
+    """
 
     id: bytes
     name: str
     state: OrgState
     created_at: datetime
     revoked_at: datetime | None = None
+    key_source: KeySource = "platform"
+    hsm_key_label: str = ""
+    max_key_age: float | None = None
 
     def __post_init__(self) -> None:
         _check_org_id(self.id)
@@ -209,6 +221,21 @@ class KeyStore(Protocol):
         `dek.version` must follow the active version and `dek.org_key_version`
         must name the active organisation key.
         """
+        ...
+
+    def rewrap_org_keys(
+        self, organisation: Organisation, rewrapped: Sequence[OrgKeyRecord]
+    ) -> None:
+        """Store every organisation key wrapped under a new master key.
+
+        `rewrapped` must contain exactly the versions that are not
+        destroyed. The organisation's `key_source` and `hsm_key_label` are
+        stored with them, in the same transaction.
+        """
+        ...
+
+    def set_max_key_age(self, org_id: bytes, max_key_age: float | None) -> None:
+        """Set the organisation's rotation policy: seconds, or None for none."""
         ...
 
     def revoke_organisation(self, org_id: bytes, revoked_at: datetime) -> Organisation:

@@ -33,6 +33,7 @@ from crypto.keystore import (
     CredentialRecord,
     DekRecord,
     DekState,
+    KeySource,
     Organisation,
     OrgKeyRecord,
     OrgKeyState,
@@ -48,7 +49,7 @@ __all__ = [
 ]
 
 KEYS_DATABASE = "keys.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _COMPONENT = "keys"
 
 _SCHEMA = (
@@ -66,7 +67,11 @@ _SCHEMA = (
         name TEXT NOT NULL UNIQUE,
         state TEXT NOT NULL CHECK (state IN ('active', 'revoked')),
         created_at REAL NOT NULL,
-        revoked_at REAL)""",
+        revoked_at REAL,
+        key_source TEXT NOT NULL DEFAULT 'platform'
+            CHECK (key_source IN ('platform', 'imported', 'hsm')),
+        hsm_key_label TEXT NOT NULL DEFAULT '',
+        max_key_age REAL)""",
     """CREATE TABLE IF NOT EXISTS org_keys (
         org_id BLOB NOT NULL REFERENCES organisations (id),
         version INTEGER NOT NULL CHECK (version >= 1),
@@ -98,7 +103,19 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS credentials_org ON credentials (org_id)",
 )
 
-_ORGANISATION_COLUMNS = "id, name, state, created_at, revoked_at"
+# Version 2 added the organisation's master key source and rotation policy.
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE organisations ADD COLUMN key_source TEXT NOT NULL "
+        "DEFAULT 'platform' CHECK (key_source IN ('platform', 'imported', 'hsm'))",
+        "ALTER TABLE organisations ADD COLUMN hsm_key_label TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE organisations ADD COLUMN max_key_age REAL",
+    ),
+}
+
+_ORGANISATION_COLUMNS = (
+    "id, name, state, created_at, revoked_at, key_source, hsm_key_label, max_key_age"
+)
 _ORG_KEY_COLUMNS = "org_id, version, wrapped, state, master_key_id, created_at"
 _DEK_COLUMNS = "org_id, purpose, version, org_key_version, wrapped, state, created_at"
 _CREDENTIAL_COLUMNS = "access_key_id, org_id, wrapped_secret, created_at"
@@ -215,13 +232,16 @@ class SqliteKeyStore:
                 )
             db.execute(
                 f"INSERT INTO organisations ({_ORGANISATION_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     organisation.id,
                     organisation.name,
                     organisation.state,
                     _timestamp(organisation.created_at),
                     _optional_timestamp(organisation.revoked_at),
+                    organisation.key_source,
+                    organisation.hsm_key_label,
+                    organisation.max_key_age,
                 ),
             )
             self._insert_org_key(org_key)
@@ -322,6 +342,45 @@ class SqliteKeyStore:
                 (dek.org_id, int(dek.purpose)),
             )
             self._insert_dek(dek)
+
+    def rewrap_org_keys(
+        self, organisation: Organisation, rewrapped: Sequence[OrgKeyRecord]
+    ) -> None:
+        """Store every organisation key wrapped under a new master key."""
+        org_id = organisation.id
+        with self._write() as db:
+            self._require_active(org_id)
+            rows = db.execute(
+                "SELECT version FROM org_keys WHERE org_id = ? AND wrapped IS NOT NULL",
+                (org_id,),
+            )
+            kept = {int(version) for (version,) in rows}
+            if kept != {record.version for record in rewrapped} or len(kept) != len(
+                rewrapped
+            ):
+                raise _stale("the organisation key versions changed")
+            for record in rewrapped:
+                if record.org_id != org_id or record.wrapped is None:
+                    raise ValueError("a rewrapped key must belong to the organisation")
+                db.execute(
+                    "UPDATE org_keys SET wrapped = ?, master_key_id = ? "
+                    "WHERE org_id = ? AND version = ?",
+                    (record.wrapped, record.master_key_id, org_id, record.version),
+                )
+            db.execute(
+                "UPDATE organisations SET key_source = ?, hsm_key_label = ? "
+                "WHERE id = ?",
+                (organisation.key_source, organisation.hsm_key_label, org_id),
+            )
+
+    def set_max_key_age(self, org_id: bytes, max_key_age: float | None) -> None:
+        """Set the organisation's rotation policy: seconds, or None for none."""
+        with self._write() as db:
+            self._require_active(org_id)
+            db.execute(
+                "UPDATE organisations SET max_key_age = ? WHERE id = ?",
+                (max_key_age, org_id),
+            )
 
     def revoke_organisation(self, org_id: bytes, revoked_at: datetime) -> Organisation:
         """Mark the organisation revoked, erase its key material, return it.
@@ -516,9 +575,9 @@ class SqliteKeyStore:
 
     def _create_schema(self) -> None:
         with self._write(changes_keys=False) as db:
+            version = self._migrate(db)
             for statement in _SCHEMA:
                 db.execute(statement)
-            version = schema_version(db, _COMPONENT)
             if version is None:
                 db.execute(
                     "INSERT INTO schema_version (component, version) VALUES (?, ?)",
@@ -530,6 +589,21 @@ class SqliteKeyStore:
                     f"this byok-proxy supports up to {SCHEMA_VERSION}; upgrade "
                     "byok-proxy"
                 )
+
+    def _migrate(self, db: sqlite3.Connection) -> int | None:
+        """Bring an older schema up to `SCHEMA_VERSION`; return the old version."""
+        db.execute(_SCHEMA[0])
+        version = schema_version(db, _COMPONENT)
+        if version is None or version >= SCHEMA_VERSION:
+            return version
+        for step in range(version, SCHEMA_VERSION):
+            for statement in _MIGRATIONS[step]:
+                db.execute(statement)
+        db.execute(
+            "UPDATE schema_version SET version = ? WHERE component = ?",
+            (SCHEMA_VERSION, _COMPONENT),
+        )
+        return SCHEMA_VERSION
 
     def _query_one(self, sql: str, parameters: tuple[Any, ...] = ()) -> Any:
         row = self._connection.execute(sql, parameters).fetchone()
@@ -562,6 +636,9 @@ def _organisation(row: Any) -> Organisation:
         state=cast(OrgState, row[2]),
         created_at=_datetime(row[3]),
         revoked_at=None if row[4] is None else _datetime(row[4]),
+        key_source=cast(KeySource, row[5]),
+        hsm_key_label=row[6],
+        max_key_age=row[7],
     )
 
 

@@ -48,8 +48,44 @@ def _raw_bytes(directory: Path) -> bytes:
 
 def test_keystore_schema_version_row(store: SqliteKeyStore) -> None:
     assert store.path.name == KEYS_DATABASE
-    assert schema_version(store.connection, "keys") == 1
-    assert _rows(store, "schema_version") == [("keys", 1)]
+    assert schema_version(store.connection, "keys") == 2
+    assert _rows(store, "schema_version") == [("keys", 2)]
+
+
+_VERSION_1_ORGANISATIONS = """CREATE TABLE organisations (
+    id BLOB PRIMARY KEY CHECK (length(id) = 16),
+    name TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL CHECK (state IN ('active', 'revoked')),
+    created_at REAL NOT NULL,
+    revoked_at REAL)"""
+
+
+def test_keystore_migrates_version_1(tmp_path: Path) -> None:
+    path = tmp_path / KEYS_DATABASE
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE schema_version (component TEXT PRIMARY KEY, "
+            "version INTEGER NOT NULL)"
+        )
+        db.execute("INSERT INTO schema_version VALUES ('keys', 1)")
+        db.execute(_VERSION_1_ORGANISATIONS)
+        db.execute(
+            "INSERT INTO organisations VALUES (?, 'old', 'active', 0, NULL)",
+            (bytes(16),),
+        )
+    db.close()
+
+    store = SqliteKeyStore(path)
+
+    assert schema_version(store.connection, "keys") == 2
+    old = store.organisation_named("old")
+    assert old is not None
+    assert (old.key_source, old.hsm_key_label, old.max_key_age) == (
+        "platform",
+        "",
+        None,
+    )
+    store.close()
 
 
 def test_keystore_connection_settings(store: SqliteKeyStore) -> None:
@@ -84,7 +120,7 @@ def test_keystore_ignores_other_components(tmp_path: Path) -> None:
 
     store = SqliteKeyStore(path)
 
-    assert schema_version(store.connection, "keys") == 1
+    assert schema_version(store.connection, "keys") == 2
     assert schema_version(store.connection, "catalogue") == 7
     store.close()
 
@@ -93,10 +129,10 @@ def test_keystore_rejects_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / KEYS_DATABASE
     SqliteKeyStore(path).close()
     other = connect(path)
-    other.execute("UPDATE schema_version SET version = 2 WHERE component = 'keys'")
+    other.execute("UPDATE schema_version SET version = 3 WHERE component = 'keys'")
     other.close()
 
-    with pytest.raises(KeyStoreError, match=r"schema version 2.*upgrade byok-proxy"):
+    with pytest.raises(KeyStoreError, match=r"schema version 3.*upgrade byok-proxy"):
         SqliteKeyStore(path)
 
 
