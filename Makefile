@@ -3,9 +3,24 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install run test lint clean
+SOFTHSM_LIBRARY := /usr/lib/softhsm/libsofthsm2.so
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-install: $(VENV)/.installed
+.PHONY: install hsm run test lint clean
+
+install: hsm $(VENV)/.installed
+
+# SoftHSM2, the PKCS#11 token that the HSM master key tests run against,
+# from the Debian package where apt-get exists. Elsewhere install it by hand.
+hsm:
+	@if [ ! -e $(SOFTHSM_LIBRARY) ]; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			$(SUDO) apt-get update && \
+			$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y softhsm2; \
+		else \
+			echo "SoftHSM2 is missing ($(SOFTHSM_LIBRARY)); install it to run the HSM tests" >&2; \
+		fi; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
