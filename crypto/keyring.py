@@ -67,6 +67,11 @@ _SECRET_ALPHABET = string.ascii_letters + string.digits
 
 _DekCacheKey = tuple[bytes, Purpose, int, int, bytes]
 
+UnwrapObserver = Callable[[bytes, int, str, str], None]
+"""Called after each organisation key unwrap on a cache miss with the
+organisation id, the key version, the master key id and "ok" or
+"failed: <error>"; the audit log records these."""
+
 
 @dataclass(frozen=True)
 class OrganisationStatus:
@@ -125,6 +130,7 @@ class KeyRing:
         ttl: float = 300.0,
         maxsize: int = 4096,
         timer: Callable[[], float] = time.monotonic,
+        on_unwrap: UnwrapObserver | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"key cache TTL must be positive seconds, got {ttl}")
@@ -132,6 +138,7 @@ class KeyRing:
             raise ValueError(f"key cache maxsize must be at least 1, got {maxsize}")
         self._store = store
         self._masters = master if isinstance(master, MasterKeys) else MasterKeys(master)
+        self._on_unwrap = on_unwrap
         # NOTE: Python cannot overwrite bytes objects, so a purged key stays
         # in freed memory until the allocator reuses it.
         self._org_keys: TTLCache[tuple[bytes, int], bytes] = TTLCache(
@@ -399,6 +406,19 @@ class KeyRing:
             raise _wrong_master_key(active, master.key_id)
         self._masters.add_imported(master)
 
+    def organisation_active(self, org: OrgRef) -> Organisation:
+        """Return the organisation, or raise KeyRevoked or UnknownOrganisation."""
+        return self._require_active(org)
+
+    def org_key_records(self, org_id: bytes) -> list[OrgKeyRecord]:
+        """Return every organisation key version, wrapped, oldest first."""
+        return self._store.org_keys(org_id)
+
+    def holds_master_of(self, organisation: Organisation, master: MasterKey) -> bool:
+        """Return whether `master` wraps the organisation's active key."""
+        active = self._active_org_key(organisation.id)
+        return active.master_key_id == master.key_id
+
     def key_state(self, org: OrgRef) -> str:
         """Return "active", "unavailable" (retry later) or "revoked"."""
         organisation = self._resolve(org)
@@ -487,10 +507,23 @@ class KeyRing:
         if record.wrapped is None:
             self._raise_missing_keys(org_id, f"organisation key version {version}")
         organisation = self._organisations.get(org_id) or self._resolve(org_id)
-        master = self._masters.for_record(organisation, record.master_key_id)
-        key = master.unwrap(record.wrapped, org_key_associated_data(org_id, version))
+        associated_data = org_key_associated_data(org_id, version)
+        try:
+            master = self._masters.for_record(organisation, record.master_key_id)
+            key = master.unwrap(record.wrapped, associated_data)
+        except Exception as error:
+            self._observe(org_id, version, record.master_key_id, error)
+            raise
+        self._observe(org_id, version, record.master_key_id, None)
         self._org_keys[(org_id, version)] = key
         return key
+
+    def _observe(
+        self, org_id: bytes, version: int, key_id: str, error: Exception | None
+    ) -> None:
+        if self._on_unwrap is not None:
+            outcome = "ok" if error is None else f"failed: {type(error).__name__}"
+            self._on_unwrap(org_id, version, key_id, outcome)
 
     def _unwrap_dek(
         self,
