@@ -1,4 +1,4 @@
-"""The `byok-proxy` command line: serve, organisations, credentials, routes, buckets."""
+"""The `byok-proxy` command line: serve, routes, buckets, status; keys in cli_keys."""
 
 from __future__ import annotations
 
@@ -10,23 +10,14 @@ from typing import Any
 
 import click
 
-from crypto.errors import CryptoError
 from crypto.header import Purpose
-from crypto.keyring import KeyRing
 from proxy.catalogue import FOREIGN_POLICIES, Catalogue, Route
-from proxy.keys import open_keyring
+from proxy.cli_common import DATA_DIR, key_services
+from proxy.cli_keys import audit, credentials, hsm, org
 from proxy.settings import ConfigError, Settings, load_config_file
 
 __all__ = ["main"]
 
-_DATA_DIR = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("byok-data"),
-    show_default=True,
-    envvar="BYOK_PROXY_DATA_DIR",
-    help="Directory of the master key, key store and catalogue.",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,7 +26,7 @@ def main() -> None:
 
 
 @main.command()
-@_DATA_DIR
+@DATA_DIR
 @click.option(
     "--config",
     "config_file",
@@ -113,87 +104,12 @@ def serve(
 
 
 @main.group()
-def org() -> None:
-    """Manage organisations."""
-
-
-@org.command("create")
-@_DATA_DIR
-@click.argument("name")
-def org_create(data_dir: Path, name: str) -> None:
-    """Create an organisation with its organisation key and DEKs."""
-    with _keyring(data_dir, create=True) as keyring:
-        organisation = keyring.create_organisation(name)
-    click.echo(f"created organisation {organisation.name} ({organisation.id.hex()})")
-
-
-@org.command("list")
-@_DATA_DIR
-def org_list(data_dir: Path) -> None:
-    """List organisations and their states."""
-    with _keyring(data_dir) as keyring:
-        organisations = keyring.organisations()
-    if not organisations:
-        click.echo(f"no organisations in {data_dir}", err=True)
-    for organisation in organisations:
-        click.echo(
-            f"{organisation.name}\t{organisation.state}\t{organisation.id.hex()}"
-        )
-
-
-@org.command("revoke")
-@_DATA_DIR
-@click.argument("name")
-@click.option("--yes", is_flag=True, help="Revoke without asking for confirmation.")
-def org_revoke(data_dir: Path, name: str, yes: bool) -> None:
-    """Revoke an organisation's key: its data can never be read again."""
-    if not yes:
-        click.confirm(
-            f"Revoke the key of organisation {name!r}? Every object it stored "
-            "becomes permanently unreadable",
-            abort=True,
-        )
-    with _keyring(data_dir) as keyring:
-        already = keyring.organisation(name).state == "revoked"
-        keyring.revoke(name)
-    if already:
-        click.echo(f"organisation {name} was already revoked")
-        return
-    click.echo(f"revoked organisation {name}")
-
-
-@main.group()
-def credentials() -> None:
-    """Manage S3 access keys."""
-
-
-@credentials.command("create")
-@_DATA_DIR
-@click.argument("org_name", metavar="ORG")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def credentials_create(data_dir: Path, org_name: str, as_json: bool) -> None:
-    """Create an access key for ORG; the secret is shown only this once."""
-    with _keyring(data_dir) as keyring:
-        access_key_id, secret = keyring.create_credentials(org_name)
-    if as_json:
-        click.echo(json.dumps({
-            "organisation": org_name,
-            "access_key_id": access_key_id,
-            "secret_access_key": secret,
-        }))  # fmt: skip
-        return
-    click.echo(f"access key id:     {access_key_id}")
-    click.echo(f"secret access key: {secret}")
-    click.echo("The secret is not shown again; store it now.")
-
-
-@main.group()
 def route() -> None:
     """Map buckets and key prefixes to DEK purposes (default: files)."""
 
 
 @route.command("set")
-@_DATA_DIR
+@DATA_DIR
 @click.argument("bucket")
 @click.argument("prefix")
 @click.argument(
@@ -207,7 +123,7 @@ def route_set(data_dir: Path, bucket: str, prefix: str, purpose: str) -> None:
 
 
 @route.command("remove")
-@_DATA_DIR
+@DATA_DIR
 @click.argument("bucket")
 @click.argument("prefix")
 def route_remove(data_dir: Path, bucket: str, prefix: str) -> None:
@@ -219,7 +135,7 @@ def route_remove(data_dir: Path, bucket: str, prefix: str) -> None:
 
 
 @route.command("list")
-@_DATA_DIR
+@DATA_DIR
 def route_list(data_dir: Path) -> None:
     """List routes."""
     with _catalogue(data_dir) as catalogue:
@@ -235,7 +151,7 @@ def bucket() -> None:
 
 
 @bucket.command("foreign-objects")
-@_DATA_DIR
+@DATA_DIR
 @click.argument("name", metavar="BUCKET")
 @click.argument("policy", type=click.Choice(FOREIGN_POLICIES))
 def bucket_foreign_objects(data_dir: Path, name: str, policy: str) -> None:
@@ -252,7 +168,7 @@ def bucket_foreign_objects(data_dir: Path, name: str, policy: str) -> None:
 
 
 @bucket.command("show")
-@_DATA_DIR
+@DATA_DIR
 @click.argument("name", metavar="BUCKET")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def bucket_show(data_dir: Path, name: str, as_json: bool) -> None:
@@ -263,8 +179,8 @@ def bucket_show(data_dir: Path, name: str, as_json: bool) -> None:
             raise click.ClickException(_unknown_bucket(name))
         policy = catalogue.foreign_objects(name)
         routes = [r for r in catalogue.routes() if r.bucket == name]
-    with _keyring(data_dir) as keyring:
-        names = {o.id: o.name for o in keyring.organisations()}
+    with key_services(data_dir) as keys:
+        names = {o.id: o.name for o in keys.keyring.organisations()}
     summary = {
         "bucket": name,
         "owner": {"name": names.get(owner), "id": owner.hex()},
@@ -306,12 +222,12 @@ def _print_bucket(summary: dict[str, Any]) -> None:
 
 
 @main.command()
-@_DATA_DIR
+@DATA_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def status(data_dir: Path, as_json: bool) -> None:
     """Show organisations, key versions and states; never key material."""
-    with _keyring(data_dir) as keyring:
-        summary = keyring.status().as_dict()
+    with key_services(data_dir) as keys:
+        summary = keys.keyring.status().as_dict()
     if as_json:
         click.echo(json.dumps(summary, indent=2, default=str))
         return
@@ -347,33 +263,6 @@ def _settings(
     return Settings(**values)
 
 
-class _keyring:
-    """Open the data directory's key ring; only `create=True` may start one."""
-
-    def __init__(self, data_dir: Path, *, create: bool = False) -> None:
-        self._data_dir = data_dir
-        self._create = create
-
-    def __enter__(self) -> KeyRing:
-        if not self._create and not (self._data_dir / "master.key").exists():
-            raise click.ClickException(
-                f"no key store in {self._data_dir}; create an organisation with "
-                "`byok-proxy org create`, or pass the --data-dir that the proxy "
-                "uses (`make run` keeps its own in run/proxy)"
-            )
-        self._data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            self._keyring = open_keyring(self._data_dir)
-        except (CryptoError, ValueError, OSError) as error:
-            raise click.ClickException(str(error)) from None
-        return self._keyring
-
-    def __exit__(self, kind: object, error: object, trace: object) -> None:
-        self._keyring.close()
-        if isinstance(error, (CryptoError, ValueError)):
-            raise click.ClickException(str(error)) from None
-
-
 class _catalogue:
     """Open the data directory's catalogue; `create=False` needs an existing one."""
 
@@ -403,3 +292,7 @@ def _configure_logging(level: str) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+
+
+for _group in (org, credentials, audit, hsm):
+    main.add_command(_group)

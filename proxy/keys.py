@@ -1,20 +1,90 @@
-"""Open the key hierarchy of a data directory (standard mode)."""
+"""Open the key hierarchy of a data directory for the proxy or a CLI command.
+
+The platform master key file, the key store and the audit log live in the
+data directory. A PKCS#11 token, when configured, holds the master keys of
+organisations moved into it; its PIN comes from the environment or the
+configuration, never from the data directory.
+"""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from crypto.audit import AuditLog, KeyValue
+from crypto.hsm import HsmConfig, HsmMasterKey
 from crypto.keyring import KeyRing
-from crypto.master import FileMasterKey
+from crypto.master import FileMasterKey, MasterKey
+from crypto.masters import HsmOpener, MasterKeys
+from crypto.operations import KeyOperations
 from crypto.sqlite_store import SqliteKeyStore
 
-__all__ = ["open_keyring"]
+__all__ = ["HsmSettings", "KeyServices", "open_keyring", "open_keys"]
+
+
+@dataclass(frozen=True)
+class HsmSettings:
+    """The PKCS#11 library, the token's label and its user PIN."""
+
+    library: Path
+    token_label: str
+    pin: str = field(repr=False)
+
+    def opener(self) -> HsmOpener:
+        """Return a function that opens the token key with a given label."""
+
+        def open_key(key_label: str) -> MasterKey:
+            config = HsmConfig(self.library, self.token_label, self.pin, key_label)
+            return HsmMasterKey(config)
+
+        return open_key
+
+
+@dataclass(frozen=True)
+class KeyServices:
+    """The key ring and what comes with it, opened and closed together."""
+
+    keyring: KeyRing
+    masters: MasterKeys
+    audit: AuditLog
+    operations: KeyOperations
+
+    def close(self) -> None:
+        """Forget every cached key, then close the key store and the audit log."""
+        self.keyring.close()
+        self.audit.close()
+
+
+def open_keys(
+    data_dir: Path,
+    *,
+    ttl: float = 300.0,
+    hsm: HsmSettings | None = None,
+    actor: str | None = None,
+) -> KeyServices:
+    """Open the key store in `data_dir` under its platform master key.
+
+    The master key file is created on first use. Organisation key unwraps
+    that miss the cache are audited under `actor`, by default this process.
+    """
+    platform = FileMasterKey.load_or_create(data_dir / "master.key")
+    masters = MasterKeys(platform, hsm.opener() if hsm else None)
+    audit = AuditLog.open(data_dir)
+    who = actor or f"proxy:{os.getpid()}"
+
+    def observe(org_id: bytes, version: int, key_id: str, outcome: str) -> None:
+        keys: dict[str, KeyValue] = {
+            "org_key_version": version,
+            "master_key_id": key_id,
+        }
+        audit.append(who, "org_key.unwrap", org_id.hex(), keys, outcome)
+
+    store = SqliteKeyStore.open(data_dir)
+    keyring = KeyRing(store, masters, ttl=ttl, on_unwrap=observe)
+    return KeyServices(keyring, masters, audit, KeyOperations(keyring, masters, audit))
 
 
 def open_keyring(data_dir: Path, *, ttl: float = 300.0) -> KeyRing:
-    """Open the key store in `data_dir` under its file master key.
-
-    The master key file is created on first use.
-    """
-    master = FileMasterKey.load_or_create(data_dir / "master.key")
-    return KeyRing(SqliteKeyStore.open(data_dir), master, ttl=ttl)
+    """Open only the key ring of `data_dir`, with unwraps audited."""
+    return open_keys(data_dir, ttl=ttl).keyring

@@ -28,7 +28,7 @@ ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
 def org_id(stack: Stack, tenant: Tenant) -> str:
     """The tenant's organisation id in hexadecimal, from `org list`."""
     for line in byok(stack.data_dir, "org", "list").splitlines():
-        name, _, hex_id = line.split("\t")
+        name, _, hex_id, _ = line.split("\t")
         if name == tenant.name:
             return hex_id
     raise AssertionError(f"organisation {tenant.name} is not listed")

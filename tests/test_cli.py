@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from crypto.header import Purpose
 from proxy.catalogue import Catalogue
+from tests.hsm_token import softhsm_tokens
 
 
 def run(
@@ -251,3 +253,97 @@ def test_cli_bucket_without_store(tmp_path: Path, args: list[str]) -> None:
     assert result.returncode == 1
     assert "no catalogue" in result.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_cli_org_list_shows_key_source(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    name, state, org_id, source = run(tmp_path, "org", "list").stdout.split("\t")
+    assert (name, state, source.strip()) == ("acme", "active", "platform")
+    assert len(org_id) == 32
+
+
+def test_cli_rotations_are_audited(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    rotated = run(tmp_path, "org", "rotate", "acme")
+    assert (
+        rotated.stdout.strip()
+        == "organisation acme now uses organisation key version 2"
+    )
+    rotated = run(tmp_path, "org", "rotate-dek", "acme", "recordings")
+    assert "recordings under DEK version 2" in rotated.stdout
+    policy = run(tmp_path, "org", "policy", "acme", "--max-key-age", "90")
+    assert "once it is 90 days old" in policy.stdout
+    status = json.loads(run(tmp_path, "status", "--json").stdout)
+    acme = status["organisations"][0]
+    assert [v for v, state in acme["org_keys"]] == [1, 2]
+    assert ["recordings", 2] in acme["active_deks"]
+
+    exported = run(tmp_path, "audit", "export")
+    actions = [json.loads(line)["action"] for line in exported.stdout.splitlines()]
+    assert [a for a in actions if a != "org_key.unwrap"] == [
+        "org.create",
+        "org_key.rotate",
+        "dek.rotate",
+        "policy.set",
+    ]
+    assert json.loads(exported.stdout.splitlines()[0])["actor"].startswith("cli:")
+    assert exported.stderr.startswith(f"head {len(actions)}:")
+    assert "audit log intact" in run(tmp_path, "audit", "verify").stdout
+
+
+def test_cli_audit_verify_detects_truncation(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    run(tmp_path, "org", "rotate", "acme")
+    head = run(tmp_path, "audit", "head").stdout.strip()
+    exported = run(tmp_path, "audit", "export").stdout
+    shortened = tmp_path / "short.jsonl"
+    shortened.write_text("".join(exported.splitlines(keepends=True)[:-1]))
+
+    intact = run(tmp_path, "audit", "verify", "--head", head)
+    cut = run(tmp_path, "audit", "verify", "--head", head, "--file", str(shortened))
+
+    assert intact.returncode == 0
+    assert cut.returncode == 1
+    assert "truncated" in cut.stderr
+
+
+def test_cli_policy_needs_one_choice(tmp_path: Path) -> None:
+    run(tmp_path, "org", "create", "acme")
+    result = run(tmp_path, "org", "policy", "acme")
+    assert result.returncode == 2
+    assert "--max-key-age DAYS or --none" in result.stderr
+
+
+def test_cli_moves_organisation_into_hsm(tmp_path: Path) -> None:
+    with softhsm_tokens(tmp_path / "hsm", ["byok"]) as tokens:
+        token = tokens["byok"]
+        environment = {
+            **os.environ,
+            "BYOK_PROXY_PKCS11_LIBRARY": str(token.library),
+            "BYOK_PROXY_PKCS11_TOKEN": token.token_label,
+            "BYOK_PROXY_PKCS11_PIN": token.pin,
+        }
+
+        def with_token(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "proxy", *args, "--data-dir", str(tmp_path)],
+                capture_output=True,
+                text=True,
+                env=environment,
+                check=False,
+            )
+
+        created = with_token("hsm", "generate-key", "--key-label", "acme-master")
+        assert created.returncode == 0, created.stderr
+        run(tmp_path, "org", "create", "acme")
+        moved = with_token("org", "use-hsm", "acme", "--key-label", "acme-master")
+        assert moved.returncode == 0, moved.stderr
+        assert run(tmp_path, "org", "list").stdout.split("\t")[3].strip() == "hsm"
+
+        # without the token the key cannot be reached; with it, rotation works
+        assert run(tmp_path, "org", "rotate", "acme").returncode == 1
+        rotated = with_token("org", "rotate", "acme")
+        assert rotated.returncode == 0, rotated.stderr
+        back = with_token("org", "use-platform", "acme")
+        assert back.returncode == 0, back.stderr
+        assert run(tmp_path, "org", "rotate", "acme").returncode == 0
