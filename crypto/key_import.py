@@ -57,6 +57,7 @@ __all__ = [
     "ImportJob",
     "ImportJobs",
     "key_check_value",
+    "new_job_key",
 ]
 
 RSA_KEY_SIZE = 3072
@@ -132,21 +133,26 @@ class ImportJobs:
         raise TypeError("ImportJobs contains private keys and cannot be pickled")
 
     def create(
-        self, org_id: bytes, now: datetime, ttl: timedelta = DEFAULT_TTL
+        self,
+        org_id: bytes,
+        now: datetime,
+        ttl: timedelta = DEFAULT_TTL,
+        private_key: rsa.RSAPrivateKey | None = None,
     ) -> ImportJob:
         """Start an import for `org_id` with a fresh RSA-3072 key pair.
 
         RSA key generation searches for primes and takes a noticeable amount
-        of CPU time, so an event loop should call this from a worker thread.
+        of CPU time, so an event loop should make `private_key` with
+        `new_job_key` in a worker thread and pass it in.
         """
         _check_org_id(org_id)
         _check_aware(now)
         if ttl <= timedelta(0):
             raise ValueError(f"ttl must be positive, got {ttl}")
-
-        private_key = rsa.generate_private_key(
-            public_exponent=_PUBLIC_EXPONENT, key_size=RSA_KEY_SIZE
-        )
+        if private_key is None:
+            private_key = new_job_key()
+        elif private_key.key_size != RSA_KEY_SIZE:
+            raise ValueError(f"an import job key must have {RSA_KEY_SIZE} bits")
         job = ImportJob(
             job_id=secrets.token_urlsafe(_JOB_ID_BYTES),
             org_id=org_id,
@@ -328,3 +334,10 @@ def _check_aware(now: datetime) -> None:
         raise ValueError(
             "now must be a timezone-aware datetime; pass datetime.now(UTC)"
         )
+
+
+def new_job_key() -> rsa.RSAPrivateKey:
+    """Generate the RSA-3072 key pair of one import job."""
+    return rsa.generate_private_key(
+        public_exponent=_PUBLIC_EXPONENT, key_size=RSA_KEY_SIZE
+    )

@@ -66,6 +66,7 @@ _ACCESS_KEY_PATTERN = re.compile(rf"{ACCESS_KEY_PREFIX}[A-Z2-7]{{16}}")
 _SECRET_ALPHABET = string.ascii_letters + string.digits
 
 _DekCacheKey = tuple[bytes, Purpose, int, int, bytes]
+_MAX_KEY_AGE = 100 * 365.25 * 86_400.0
 
 UnwrapObserver = Callable[[bytes, int, str, str], None]
 """Called after each organisation key unwrap on a cache miss with the
@@ -435,8 +436,11 @@ class KeyRing:
 
     def set_max_key_age(self, org: OrgRef, seconds: float | None) -> None:
         """Set how old the active organisation key may get, or None for no limit."""
-        if seconds is not None and seconds <= 0:
-            raise ValueError(f"maximum key age must be positive, got {seconds}")
+        if seconds is not None and not 0 < seconds <= _MAX_KEY_AGE:
+            raise ValueError(
+                f"maximum key age must be positive and at most {_MAX_KEY_AGE:.0f} "
+                f"seconds (100 years), got {seconds}"
+            )
         organisation = self._require_active(org)
         self._store.set_max_key_age(organisation.id, seconds)
 

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
 from crypto.audit import AuditLog, KeyValue
 from crypto.header import Purpose
 from crypto.key_import import ImportJob, ImportJobs
@@ -21,6 +23,8 @@ from crypto.master import MemoryMasterKey
 from crypto.masters import MasterKeys
 
 __all__ = ["KeyOperations"]
+
+_MAX_ID_LENGTH = 32  # the audit log's limit for a string value
 
 
 @dataclass
@@ -98,11 +102,17 @@ class KeyOperations:
 
     # master keys
 
-    def start_import(self, actor: str, org: OrgRef) -> ImportJob:
-        """Issue an import job: a public key to wrap the customer's key with."""
+    def start_import(
+        self, actor: str, org: OrgRef, private_key: RSAPrivateKey | None = None
+    ) -> ImportJob:
+        """Issue an import job: a public key to wrap the customer's key with.
+
+        Pass a `private_key` from `crypto.key_import.new_job_key`, made in a
+        worker thread, to keep an event loop free of the slow key generation.
+        """
         with self._recorded(actor, "import.start", org) as entry:
             organisation = self.keyring.organisation_active(org)
-            job = self._imports.create(organisation.id, _now())
+            job = self._imports.create(organisation.id, _now(), private_key=private_key)
             entry.keys["job_id"] = job.job_id
         return job
 
@@ -123,7 +133,7 @@ class KeyOperations:
         pending = self._imports.get(job_id, _now())
         org: OrgRef = pending.org_id if pending is not None else b""
         with self._recorded(actor, "import.finish", org or "") as entry:
-            entry.keys["job_id"] = job_id
+            entry.keys["job_id"] = job_id[:_MAX_ID_LENGTH]
             key = self._imports.complete(
                 job_id, token, wrapped_key, check_value, _now()
             )
@@ -160,9 +170,20 @@ class KeyOperations:
         return organisation
 
     def _forget_imported(self, organisation: Organisation) -> None:
-        """Drop the organisation's imported or HSM key from this process."""
+        """Drop the organisation's imported key from this process's memory.
+
+        A key that another active organisation also uses stays.
+        """
+        if organisation.key_source != "imported":
+            return
+        in_use = {
+            record.master_key_id
+            for other in self.keyring.organisations()
+            if other.active and other.id != organisation.id
+            for record in self.keyring.org_key_records(other.id)
+        }
         for record in self.keyring.org_key_records(organisation.id):
-            if record.master_key_id != self._masters.platform.key_id:
+            if record.master_key_id not in in_use:
                 self._masters.forget(record.master_key_id)
 
     # audit
