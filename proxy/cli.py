@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,12 +13,13 @@ import click
 
 from crypto.header import Purpose
 from proxy.catalogue import FOREIGN_POLICIES, Catalogue, Route
-from proxy.cli_common import DATA_DIR, key_services
+from proxy.cli_common import DATA_DIR, PIN_VARIABLE, PKCS11_OPTIONS, key_services
+from proxy.cli_import import import_key
 from proxy.cli_keys import audit, credentials, hsm, org
+from proxy.cli_objects import reencrypt, report
 from proxy.settings import ConfigError, Settings, load_config_file
 
 __all__ = ["main"]
-
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,6 +78,19 @@ def main() -> None:
     envvar="BYOK_PROXY_TLS_KEY",
     help="PEM private key of --tls-cert.",
 )
+@click.option(
+    "--admin-listen",
+    envvar="BYOK_PROXY_ADMIN_LISTEN",
+    help="Address of the admin API, HOST:PORT.  [default: 127.0.0.1:8081]",
+)
+@click.option(
+    "--admin-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="BYOK_PROXY_ADMIN_TOKEN_FILE",
+    help="Bearer token of the admin API, created on first start."
+    "  [default: DATA_DIR/admin.token]",
+)
+@PKCS11_OPTIONS
 @click.option(
     "--log-level",
     default="info",
@@ -253,14 +268,25 @@ def _settings(
     for name, value in options.items():
         if value is not None:
             values[name] = value
-    listen = values.pop("listen", None)
-    if listen is not None:
-        host, _, port = str(listen).rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"listen address {listen!r} must be HOST:PORT")
-        values["listen_host"], values["listen_port"] = host.strip("[]"), int(port)
+    for option in ("listen", "admin_listen"):
+        address = values.pop(option, None)
+        if address is not None:
+            host, port = _address(option, str(address))
+            values[f"{option}_host"], values[f"{option}_port"] = host, port
+    if values.get("pkcs11_library") is not None:
+        values["pkcs11_pin"] = os.environ.get(PIN_VARIABLE, "")
+        values["pkcs11_library"] = Path(values["pkcs11_library"])
+    values["pkcs11_token"] = values.get("pkcs11_token") or ""
     values["data_dir"] = Path(values["data_dir"])
     return Settings(**values)
+
+
+def _address(option: str, address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        name = option.replace("_", " ").replace("listen", "listen address")
+        raise ConfigError(f"{name} {address!r} must be HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 class _catalogue:
@@ -294,5 +320,5 @@ def _configure_logging(level: str) -> None:
     )
 
 
-for _group in (org, credentials, audit, hsm):
-    main.add_command(_group)
+for _command in (org, credentials, audit, hsm, import_key, report, reencrypt):
+    main.add_command(_command)

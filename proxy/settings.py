@@ -30,6 +30,13 @@ class Settings:
     key_cache_ttl: float = 300.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    admin_listen_host: str = "127.0.0.1"
+    admin_listen_port: int = 8081
+    admin_token_file: Path | None = None
+    pkcs11_library: Path | None = None
+    pkcs11_token: str = ""
+    pkcs11_pin: str = field(default="", repr=False)
+    policy_interval: float = 60.0
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream_url)
@@ -48,8 +55,20 @@ class Settings:
                 "--upstream-secret-key (or BYOK_PROXY_UPSTREAM_ACCESS_KEY and "
                 "BYOK_PROXY_UPSTREAM_SECRET_KEY)"
             )
-        if not 0 < self.listen_port < 65536:
-            raise ConfigError(f"listen port {self.listen_port} is out of range")
+        for port in (self.listen_port, self.admin_listen_port):
+            if not 0 < port < 65536:
+                raise ConfigError(f"listen port {port} is out of range")
+        if self.pkcs11_library is not None and not (
+            self.pkcs11_token and self.pkcs11_pin
+        ):
+            raise ConfigError(
+                "a PKCS#11 library needs --pkcs11-token and the user PIN in "
+                "BYOK_PROXY_PKCS11_PIN"
+            )
+        if self.policy_interval <= 0:
+            raise ConfigError(
+                f"policy interval must be positive, got {self.policy_interval}"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both --tls-cert and --tls-key, or neither")
         if self.key_cache_ttl <= 0:
@@ -61,6 +80,11 @@ class Settings:
     def scheme(self) -> str:
         """The listener's URL scheme."""
         return "https" if self.tls_cert is not None else "http"
+
+    @property
+    def admin_token_path(self) -> Path:
+        """The file with the admin API's bearer token."""
+        return self.admin_token_file or self.data_dir / "admin.token"
 
     @property
     def upstream_base(self) -> str:
@@ -82,14 +106,21 @@ def load_config_file(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
     table = document.get("serve", document)
-    known = {f.name for f in fields(Settings)} | {"listen"}
+    known = {f.name for f in fields(Settings)} | {"listen", "admin_listen"}
+    known.discard("pkcs11_pin")
     values: dict[str, Any] = {}
     for name, value in table.items():
         option = name.replace("-", "_")
         if option not in known:
             raise ConfigError(f"config file {path}: unknown setting {name!r}")
         values[option] = value
-    for option in ("tls_cert", "tls_key", "data_dir"):
+    for option in (
+        "tls_cert",
+        "tls_key",
+        "data_dir",
+        "admin_token_file",
+        "pkcs11_library",
+    ):
         if option in values:
             values[option] = Path(values[option])
     return values
