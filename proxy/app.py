@@ -11,7 +11,7 @@ from aiohttp import HttpVersion11, web
 from aiohttp.abc import AbstractAccessLogger
 
 from crypto.errors import KeyRevoked, KeyUnavailable, UnknownOrganisation
-from crypto.keyring import KeyRing
+from crypto.key_agent import KeyAgent
 from proxy.addressing import parse_target
 from proxy.auth import authenticate, key_revoked
 from proxy.buckets import require_owner
@@ -19,7 +19,8 @@ from proxy.catalogue import Catalogue
 from proxy.context import SERVICES, S3Request, Services
 from proxy.dispatch import handler_for
 from proxy.errors import S3Error
-from proxy.keys import open_keyring
+from proxy.keys import hsm_settings, open_keys
+from proxy.post_object import is_form_upload, post_object
 from proxy.settings import Settings
 from proxy.streams import client_disconnected
 from proxy.upstream import Upstream
@@ -43,10 +44,13 @@ _INTERNAL_ERROR = S3Error(
 _AUTHORISED = web.RequestKey("authorised", S3Request)
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the proxy application; services open when the app starts."""
+def create_app(settings: Settings, agent: KeyAgent | None = None) -> web.Application:
+    """Build the proxy application; services open when the app starts.
+
+    A worker process passes the `agent` that lends it imported keys.
+    """
     app = web.Application(client_max_size=4 * 1024 * 1024)
-    app.cleanup_ctx.append(_services(settings))
+    app.cleanup_ctx.append(_services(settings, agent))
     app.router.add_route("*", "/{tail:.*}", _handle, expect_handler=_expect)
     app.on_response_prepare.append(_add_request_id)
     return app
@@ -59,21 +63,27 @@ async def _add_request_id(request: web.Request, response: web.StreamResponse) ->
         response.headers["x-amz-id-2"] = request_id
 
 
-def _services(settings: Settings):  # type: ignore[no-untyped-def]
+def _services(settings: Settings, agent: KeyAgent | None):  # type: ignore[no-untyped-def]
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        keyring: KeyRing = open_keyring(settings.data_dir, ttl=settings.key_cache_ttl)
+        keys = open_keys(
+            settings.data_dir,
+            ttl=settings.key_cache_ttl,
+            hsm=hsm_settings(settings),
+            agent=agent,
+        )
+        keyring = keys.keyring
         catalogue = Catalogue(settings.data_dir / "catalogue.sqlite3")
         upstream = Upstream(settings)
         await upstream.start()
-        app[SERVICES] = Services(settings, keyring, catalogue, upstream)
+        app[SERVICES] = Services(settings, keyring, catalogue, upstream, keys)
         await upstream.check()
         try:
             yield
         finally:
             await upstream.close()
             catalogue.close()
-            keyring.close()
+            keys.close()
             log.info("server.stopped")
 
     return lifecycle
@@ -93,9 +103,13 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
     """Send `100 Continue` only once the request is authorised.
 
     A rejected request gets its error instead of 100 and a closed
-    connection, so its body is never read. S3 ignores other expectations.
+    connection, so its body is never read. A form upload gets 100 at once,
+    because its signature is in the body. S3 ignores other expectations.
     """
     if request.headers.get("Expect", "").lower() != "100-continue":
+        return None
+    if _is_form_upload(request):
+        await _send_continue(request)
         return None
     request_id = _request_id(request)
     try:
@@ -110,11 +124,15 @@ async def _expect(request: web.Request) -> web.StreamResponse | None:
         request.protocol.force_close()
         return response
     request[_AUTHORISED] = s3
+    await _send_continue(request)
+    return None
+
+
+async def _send_continue(request: web.Request) -> None:
     if request.version == HttpVersion11:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # the 100 is not part of the response that follows
         request.writer.output_size = 0
-    return None
 
 
 def _request_id(request: web.Request) -> str:
@@ -159,7 +177,14 @@ def _authorised(request: web.Request, request_id: str) -> S3Request:
     return s3
 
 
+def _is_form_upload(request: web.Request) -> bool:
+    return is_form_upload(request, request.app[SERVICES].settings.domain)
+
+
 async def _serve(request: web.Request, request_id: str) -> web.StreamResponse:
+    # A form upload is signed by a policy in its body, not by a header.
+    if _is_form_upload(request):
+        return await post_object(request, request_id)
     s3 = request.get(_AUTHORISED) or _authorised(request, request_id)
     handler = handler_for(s3)
     return await handler(s3)

@@ -1,4 +1,8 @@
-"""Authenticate a client request: find its organisation, verify its signature."""
+"""Authenticate a client request: find its organisation, verify its signature.
+
+Requests may be signed with SigV4 or, for older clients, SigV2. Each
+scheme has its own module: `proxy.sigv4` and `proxy.sigv2`.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,22 @@ from aiohttp import web
 
 from crypto.errors import KeyRevoked, UnknownAccessKey
 from crypto.keyring import KeyRing
-from proxy.context import Identity
+from proxy import sigv2
+from proxy.addressing import parse_target
+from proxy.body import PayloadSigning
+from proxy.context import SERVICES, Identity
 from proxy.errors import S3Error
-from proxy.sigv4 import parse_authorization, parse_query, verify
+from proxy.sigv4 import PayloadMode, parse_authorization, parse_query, verify
 
-__all__ = ["authenticate", "key_revoked"]
+__all__ = ["authenticate", "credentials", "key_revoked"]
 
 
 def authenticate(request: web.Request, keyring: KeyRing) -> Identity:
-    """Verify the request's SigV4 signature; every request must be signed."""
+    """Verify the request's SigV4 or SigV2 signature. Every request must be signed."""
     query = parse_query(request.rel_url.raw_query_string)
+    v2_auth = sigv2.parse_authorization(request.headers, query)
+    if v2_auth is not None:
+        return _authenticate_v2(request, keyring, v2_auth)
     auth = parse_authorization(request.method, request.headers, query)
     if auth is None:
         raise S3Error(
@@ -26,17 +36,7 @@ def authenticate(request: web.Request, keyring: KeyRing) -> Identity:
             "key that `byok-proxy credentials create` printed",
             403,
         )
-    keyring.refresh()
-    try:
-        org_id, secret = keyring.credentials(auth.access_key_id)
-    except UnknownAccessKey:
-        raise S3Error(
-            "InvalidAccessKeyId",
-            "The AWS Access Key Id you provided does not exist in our records.",
-            403,
-        ) from None
-    except KeyRevoked:
-        raise key_revoked() from None
+    org_id, secret = credentials(keyring, auth.access_key_id)
     context = verify(
         auth,
         method=request.method,
@@ -46,7 +46,55 @@ def authenticate(request: web.Request, keyring: KeyRing) -> Identity:
         secret_key=secret,
         now=datetime.now(UTC),
     )
-    return Identity(org_id, auth.access_key_id, auth, context)
+    payload = PayloadSigning.sigv4(auth, context)
+    return Identity(org_id, auth.access_key_id, payload)
+
+
+def _authenticate_v2(
+    request: web.Request, keyring: KeyRing, auth: sigv2.V2Authorization
+) -> Identity:
+    org_id, secret = credentials(keyring, auth.access_key_id)
+    sigv2.verify(
+        auth,
+        method=request.method,
+        raw_path=request.raw_path,
+        raw_query=request.rel_url.raw_query_string,
+        headers=request.headers,
+        secret_key=secret,
+        now=datetime.now(UTC),
+        bucket=_virtual_host_bucket(request),
+    )
+    return Identity(org_id, auth.access_key_id, PayloadSigning(PayloadMode.UNSIGNED))
+
+
+def _virtual_host_bucket(request: web.Request) -> str:
+    """Return the bucket a virtual-hosted request names in Host, else "".
+
+    The request is virtual-hosted exactly when reading the Host header
+    changes the target: a virtual-hosted key is the whole path, so it is
+    always longer than the key of a path-style read of the same path.
+    """
+    domain = request.app[SERVICES].settings.domain
+    host = request.headers.get("Host", "")
+    virtual = parse_target(request.raw_path, host, domain)
+    if virtual == parse_target(request.raw_path, host, ""):
+        return ""
+    return virtual.bucket
+
+
+def credentials(keyring: KeyRing, access_key_id: str) -> tuple[bytes, str]:
+    """Return the organisation id and secret of an access key, or raise S3Error."""
+    keyring.refresh()
+    try:
+        return keyring.credentials(access_key_id)
+    except UnknownAccessKey:
+        raise S3Error(
+            "InvalidAccessKeyId",
+            "The AWS Access Key Id you provided does not exist in our records.",
+            403,
+        ) from None
+    except KeyRevoked:
+        raise key_revoked() from None
 
 
 def key_revoked() -> S3Error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from dataclasses import dataclass
 
 from proxy.checksums import (
     Checksum,
@@ -23,7 +24,29 @@ from proxy.chunked import ChunkedDecoder
 from proxy.errors import S3Error
 from proxy.sigv4 import Authorization, PayloadMode, SigningContext, payload_mode
 
-__all__ = ["RequestBody", "plaintext_length"]
+__all__ = ["PayloadSigning", "RequestBody", "plaintext_length"]
+
+
+@dataclass(frozen=True)
+class PayloadSigning:
+    """The signature coverage of a request body.
+
+    `mode` is named by the signed x-amz-content-sha256 value. `sha256` is
+    that value when it is a literal hex digest, else "". `context` seeds
+    the chunk signature checks of signed aws-chunked bodies. A SigV2
+    signature covers no body, so its requests are UNSIGNED with no context.
+    """
+
+    mode: PayloadMode
+    sha256: str = ""
+    context: SigningContext | None = None
+
+    @classmethod
+    def sigv4(cls, auth: Authorization, context: SigningContext) -> PayloadSigning:
+        """Describe the body of a verified SigV4 request."""
+        mode = payload_mode(auth)
+        sha256 = auth.payload_hash if mode is PayloadMode.LITERAL else ""
+        return cls(mode, sha256, context)
 
 
 def plaintext_length(headers: Mapping[str, str], mode: PayloadMode) -> int:
@@ -51,15 +74,14 @@ class RequestBody:
         self,
         raw: AsyncIterable[bytes],
         headers: Mapping[str, str],
-        auth: Authorization,
-        context: SigningContext,
+        payload: PayloadSigning,
         compute: str = "",
     ) -> None:
         """`compute` names a checksum algorithm to run even if the client
         sent no value for it."""
         self._raw = raw
-        self._mode = payload_mode(auth)
-        self._payload_hash = auth.payload_hash
+        self._mode = payload.mode
+        self._payload_hash = payload.sha256
         self._sha256 = hashlib.sha256() if self._mode is PayloadMode.LITERAL else None
         self._content_md5 = parse_content_md5(headers.get("Content-MD5"))
         self._md5 = hashlib.md5() if self._content_md5 is not None else None
@@ -68,7 +90,7 @@ class RequestBody:
         if self._mode.is_streaming:
             self._decoder = ChunkedDecoder(
                 self._mode,
-                context=context,
+                context=payload.context,
                 trailer_names=_trailer_names(headers),
                 decoded_length=plaintext_length(headers, self._mode),
             )

@@ -9,9 +9,10 @@ from multidict import MultiMapping
 
 from crypto.keyring import KeyRing
 from proxy.addressing import Target
+from proxy.body import PayloadSigning
 from proxy.catalogue import Catalogue
+from proxy.keys import KeyServices
 from proxy.settings import Settings
-from proxy.sigv4 import Authorization, SigningContext
 from proxy.upstream import Upstream
 
 __all__ = ["SERVICES", "Identity", "S3Request", "Services"]
@@ -25,6 +26,7 @@ class Services:
     keyring: KeyRing
     catalogue: Catalogue
     upstream: Upstream
+    keys: KeyServices
 
 
 SERVICES = web.AppKey("services", Services)
@@ -32,12 +34,15 @@ SERVICES = web.AppKey("services", Services)
 
 @dataclass(frozen=True)
 class Identity:
-    """The organisation whose credentials signed the request."""
+    """The organisation whose credentials signed the request.
+
+    `payload` describes what the signature covers of the body, which SigV4
+    and SigV2 requests sign differently.
+    """
 
     org_id: bytes
     access_key_id: str
-    auth: Authorization
-    context: SigningContext
+    payload: PayloadSigning
 
 
 @dataclass(frozen=True)

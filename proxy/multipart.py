@@ -39,7 +39,6 @@ from proxy.object_checksums import (
 )
 from proxy.passthrough import read_body, upstream_bytes
 from proxy.s3xml import NAMESPACE, document, parse_xml, to_bytes
-from proxy.sigv4 import payload_mode
 from proxy.stored import (
     composite_etag,
     decryption_failed,
@@ -108,13 +107,12 @@ async def upload_part(s3: S3Request) -> web.StreamResponse:
     """Seal one part under its own salt and key."""
     upload, header, keys = open_upload(s3)
     number = part_number(s3)
-    size = plaintext_length(s3.http.headers, payload_mode(s3.identity.auth))
+    size = plaintext_length(s3.http.headers, s3.identity.payload.mode)
     declared = upload.checksum.split("/")[0]
     body = RequestBody(
         s3.http.content.iter_any(),
         s3.http.headers,
-        s3.identity.auth,
-        s3.identity.context,
+        s3.identity.payload,
         compute=declared,
     )
     if declared and body.presented and body.presented != declared:

@@ -30,7 +30,6 @@ from proxy.object_checksums import (
     whole_object,
 )
 from proxy.ranges import parse_range
-from proxy.sigv4 import payload_mode
 from proxy.stored import (
     StoredObject,
     md5_etag,
@@ -59,7 +58,7 @@ async def put_object(s3: S3Request) -> web.StreamResponse:
     """Encrypt the request body into a new object."""
     services = s3.services
     request = s3.http
-    size = plaintext_length(request.headers, payload_mode(s3.identity.auth))
+    size = plaintext_length(request.headers, s3.identity.payload.mode)
     headers = upstream_object_headers(request.headers)
     purpose = services.catalogue.purpose_for(s3.bucket, s3.key)
     dek = services.keyring.current_dek(s3.org_id, purpose)
@@ -74,8 +73,7 @@ async def put_object(s3: S3Request) -> web.StreamResponse:
     body = RequestBody(
         request.content.iter_any(),
         request.headers,
-        s3.identity.auth,
-        s3.identity.context,
+        s3.identity.payload,
     )
     sealer = StreamSealer(keys.content_key, header.nonce_prefix, size)
     failure = Failure()

@@ -68,8 +68,7 @@ async def read_body(
     body = RequestBody(
         s3.http.content.iter_any(),
         headers,
-        s3.identity.auth,
-        s3.identity.context,
+        s3.identity.payload,
     )
     data = bytearray()
     async for chunk in body.chunks():

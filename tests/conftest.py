@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,28 @@ class Stack:
             aws_secret_access_key=self.backend.secret_key,
             region_name="us-east-1",
         )
+
+
+@contextmanager
+def separate_proxy(
+    stack: Stack, root: Path, org: str
+) -> Iterator[tuple[ProxyProcess, Any]]:
+    """A proxy with its own data directory and organisation, and a client of it."""
+    data_dir = root / "proxy"
+    byok(data_dir, "org", "create", org)
+    keys = json.loads(byok(data_dir, "credentials", "create", org, "--json"))
+    proxy = start_proxy(data_dir, stack.backend, root / "proxy.log")
+    client = boto3.client(
+        "s3",
+        endpoint_url=proxy.url,
+        aws_access_key_id=keys["access_key_id"],
+        aws_secret_access_key=keys["secret_access_key"],
+        region_name="us-east-1",
+    )
+    try:
+        yield proxy, client
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture(scope="session")

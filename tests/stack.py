@@ -176,6 +176,11 @@ class ProxyProcess:
     log: Path
     env: dict[str, str] = field(repr=False)
 
+    @property
+    def admin_url(self) -> str:
+        """The proxy's admin API."""
+        return f"http://{self.env['BYOK_PROXY_ADMIN_LISTEN']}"
+
     def stop(self) -> None:
         """Stop the proxy and wait for it."""
         _stop(self.process)
@@ -200,6 +205,7 @@ def start_proxy(
         "BYOK_PROXY_UPSTREAM_ACCESS_KEY": backend.access_key,
         "BYOK_PROXY_UPSTREAM_SECRET_KEY": backend.secret_key,
         "BYOK_PROXY_LISTEN": f"127.0.0.1:{port}",
+        "BYOK_PROXY_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
     })  # fmt: skip
     env.update(extra_env or {})
     with log.open("ab") as output:
@@ -217,6 +223,14 @@ def start_proxy(
         proxy.stop()
         raise
     return proxy
+
+
+def peak_memory(process: ProxyProcess) -> int:
+    """The proxy's peak resident set size (VmHWM), in bytes."""
+    for line in Path(f"/proc/{process.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("VmHWM missing from /proc status")
 
 
 def byok(data_dir: Path, *args: str, input: str | None = None) -> str:

@@ -213,7 +213,7 @@ def test_auth_malformed_header(stack: Stack, bucket: str, value: str) -> None:
     ("value", "code"),
     [
         ("Bearer abc", "InvalidArgument"),
-        ("AWS AKIAIOSFODNN7EXAMPLE:c2lnbmF0dXJl", "InvalidRequest"),
+        ("AWS HAHAHA", "InvalidArgument"),
     ],
 )
 def test_auth_unsupported_scheme(

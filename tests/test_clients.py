@@ -347,17 +347,22 @@ def test_presigned_tampered_signature(
     assert error_code(error.value.read()) == "SignatureDoesNotMatch"
 
 
-def test_presigned_sigv2_rejected(
+def test_presigned_sigv2_default_url(
     s3: Any, bucket: str, opener: urllib.request.OpenerDirector
 ) -> None:
     # boto3's default presigner for a custom endpoint writes SigV2 query
-    # parameters, and the proxy accepts Signature Version 4 only.
+    # parameters, which the proxy verifies like SigV4 ones.
     s3.put_object(Bucket=bucket, Key="shared/v2", Body=b"x")
     url = s3.generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": "shared/v2"}
     )
     assert "X-Amz-Signature" not in url
+    assert "Signature=" in url
+    with opener.open(url) as response:
+        assert response.status == 200
+        assert response.read() == b"x"
+    tampered = url.replace("shared/v2", "shared/v3")
     with pytest.raises(urllib.error.HTTPError) as error:
-        opener.open(url)
-    assert error.value.code == 400
-    assert error_code(error.value.read()) == "InvalidRequest"
+        opener.open(tampered)
+    assert error.value.code == 403
+    assert error_code(error.value.read()) == "SignatureDoesNotMatch"

@@ -3,51 +3,27 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.conftest import Stack
-from tests.stack import ProxyProcess, byok, start_proxy
+from tests.conftest import Stack, separate_proxy
+from tests.stack import ProxyProcess, peak_memory
 
 GIB = 1024**3
 MIB = 1024**2
 PEAK_LIMIT = 100 * MIB
 
 
-def peak_memory(process: ProxyProcess) -> int:
-    """The proxy's peak resident set size (VmHWM), in bytes."""
-    for line in Path(f"/proc/{process.process.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("VmHWM missing from /proc status")
-
-
 @pytest.fixture(scope="module")
 def fresh_proxy(
     stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[ProxyProcess, Any]]:
-    root = tmp_path_factory.mktemp("memory")
-    data_dir = root / "proxy"
-    byok(data_dir, "org", "create", "bulk")
-    keys = json.loads(byok(data_dir, "credentials", "create", "bulk", "--json"))
-    proxy = start_proxy(data_dir, stack.backend, root / "proxy.log")
-    client = boto3.client(
-        "s3",
-        endpoint_url=proxy.url,
-        aws_access_key_id=keys["access_key_id"],
-        aws_secret_access_key=keys["secret_access_key"],
-        region_name="us-east-1",
-    )
-    try:
-        yield proxy, client
-    finally:
-        proxy.stop()
+    with separate_proxy(stack, tmp_path_factory.mktemp("memory"), "bulk") as made:
+        yield made
 
 
 def write_file(path: Path, size: int) -> str:

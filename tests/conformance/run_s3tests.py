@@ -145,7 +145,7 @@ def proxy_users(data_dir: Path) -> dict[str, Credentials]:
         keys = json.loads(byok(data_dir, "credentials", "create", name, "--json"))
         users[name] = Credentials(keys["access_key_id"], keys["secret_access_key"])
     for line in byok(data_dir, "org", "list").splitlines():
-        name, _, org_id = line.split("\t")
+        name, _, org_id, _ = line.split("\t")
         if name in users:
             users[name] = replace(users[name], user_id=org_id)
     return users
