@@ -154,7 +154,8 @@ class ImportJobs:
         elif private_key.key_size != RSA_KEY_SIZE:
             raise ValueError(f"an import job key must have {RSA_KEY_SIZE} bits")
         job = ImportJob(
-            job_id=secrets.token_urlsafe(_JOB_ID_BYTES),
+            # hexadecimal, so an id never starts with "-" on a command line
+            job_id=secrets.token_hex(_JOB_ID_BYTES),
             org_id=org_id,
             public_key_pem=_public_key_pem(private_key),
             token=secrets.token_urlsafe(_TOKEN_BYTES),

@@ -15,18 +15,28 @@ from crypto.errors import KeyUnavailable, MasterKeyError
 from crypto.keystore import Organisation
 from crypto.master import MasterKey
 
-__all__ = ["HsmOpener", "MasterKeys"]
+__all__ = ["HsmOpener", "ImportedLender", "MasterKeys"]
 
 HsmOpener = Callable[[str], MasterKey]
 """Opens the token key with a label; raises KeyUnavailable if it cannot."""
+
+ImportedLender = Callable[[str], MasterKey]
+"""Returns a stand-in for an imported key that another process holds."""
 
 
 class MasterKeys:
     """The platform key, the imported keys and the opened HSM keys."""
 
-    def __init__(self, platform: MasterKey, hsm: HsmOpener | None = None) -> None:
+    def __init__(
+        self,
+        platform: MasterKey,
+        hsm: HsmOpener | None = None,
+        lender: ImportedLender | None = None,
+    ) -> None:
+        """`lender` reaches the imported keys of a supervisor process, if any."""
         self._platform = platform
         self._hsm = hsm
+        self._lender = lender
         self._imported: dict[str, MasterKey] = {}
         self._hsm_keys: dict[str, MasterKey] = {}
 
@@ -38,6 +48,10 @@ class MasterKeys:
     def add_imported(self, master: MasterKey) -> None:
         """Hold a customer's key in memory until `forget` or the process ends."""
         self._imported[master.key_id] = master
+
+    def imported_key(self, key_id: str) -> MasterKey | None:
+        """Return the imported key with that id, if this process holds it."""
+        return self._imported.get(key_id)
 
     def forget(self, key_id: str) -> None:
         """Drop an imported or opened HSM key from memory."""
@@ -72,6 +86,8 @@ class MasterKeys:
         imported = self._imported.get(key_id)
         if imported is not None:
             return imported
+        if organisation.key_source == "imported" and self._lender is not None:
+            return self._lender(key_id)
         if organisation.key_source == "hsm":
             master = self.hsm_key(organisation.hsm_key_label)
             if master.key_id == key_id:

@@ -92,6 +92,12 @@ def main() -> None:
 )
 @PKCS11_OPTIONS
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    envvar="BYOK_PROXY_WORKERS",
+    help="Processes serving S3 on the same port.  [default: 1]",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,

@@ -29,9 +29,9 @@ from proxy.catalogue import Catalogue
 from proxy.cli_common import DATA_DIR, cli_actor, key_services
 from proxy.errors import S3Error
 from proxy.keys import KeyServices
+from proxy.object_moves import MoveFailed
 from proxy.reencrypt import (
     Checkpoint,
-    MoveFailed,
     Outcome,
     Reencryption,
     Result,

@@ -10,8 +10,8 @@ The body must go through the proxy when the copy changes what it is
 encrypted under or how it is laid out: a destination that routes to another
 purpose (another DEK), a foreign source (stored unencrypted), a multipart
 source (S3 gives the copy a single-part ETag, which needs the plaintext
-MD5), and a copy that requests a checksum algorithm the source has no value
-for.
+MD5), a copy that requests a checksum algorithm the source has no value for,
+and a copy that sets object lock, which not every store applies on copies.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from proxy.catalogue import ObjectRecord
 from proxy.context import S3Request
 from proxy.copy_source import CopySource
 from proxy.errors import S3Error
-from proxy.headers import HEADER_METADATA
+from proxy.headers import HEADER_METADATA, object_lock_headers
 from proxy.object_checksums import ObjectChecksum
 from proxy.s3xml import child_text, parse_xml, strip_namespace
 from proxy.stored import sealed_etag, stored_checksum
@@ -38,6 +38,9 @@ def header_only_possible(s3: S3Request, source: CopySource, purpose: Purpose) ->
     """Return whether this copy can keep the source's ciphertext."""
     stored = source.stored
     if stored is None or stored.is_multipart or stored.header.purpose != purpose:
+        return False
+    if object_lock_headers(s3.http.headers):
+        # SeaweedFS ignores lock headers on a copy, but applies them on a PUT
         return False
     requested = s3.http.headers.get("x-amz-checksum-algorithm", "").strip().lower()
     if not requested:

@@ -14,13 +14,21 @@ from pathlib import Path
 
 from crypto.audit import AuditLog, KeyValue
 from crypto.hsm import HsmConfig, HsmMasterKey
+from crypto.key_agent import KeyAgent
 from crypto.keyring import KeyRing
 from crypto.master import FileMasterKey, MasterKey
 from crypto.masters import HsmOpener, MasterKeys
 from crypto.operations import KeyOperations
 from crypto.sqlite_store import SqliteKeyStore
+from proxy.settings import Settings
 
-__all__ = ["HsmSettings", "KeyServices", "open_keyring", "open_keys"]
+__all__ = [
+    "HsmSettings",
+    "KeyServices",
+    "hsm_settings",
+    "open_keyring",
+    "open_keys",
+]
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,15 @@ class HsmSettings:
             return HsmMasterKey(config)
 
         return open_key
+
+
+def hsm_settings(settings: Settings) -> HsmSettings | None:
+    """Return the proxy's PKCS#11 token settings, or None without a library."""
+    if settings.pkcs11_library is None:
+        return None
+    return HsmSettings(
+        settings.pkcs11_library, settings.pkcs11_token, settings.pkcs11_pin
+    )
 
 
 @dataclass(frozen=True)
@@ -62,14 +79,19 @@ def open_keys(
     ttl: float = 300.0,
     hsm: HsmSettings | None = None,
     actor: str | None = None,
+    agent: KeyAgent | None = None,
 ) -> KeyServices:
     """Open the key store in `data_dir` under its platform master key.
 
     The master key file is created on first use. Organisation key unwraps
     that miss the cache are audited under `actor`, by default this process.
+    A worker process passes the `agent` of its supervisor, which lends it
+    the imported keys that only the supervisor holds.
     """
     platform = FileMasterKey.load_or_create(data_dir / "master.key")
-    masters = MasterKeys(platform, hsm.opener() if hsm else None)
+    masters = MasterKeys(
+        platform, hsm.opener() if hsm else None, agent.key if agent else None
+    )
     audit = AuditLog.open(data_dir)
     who = actor or f"proxy:{os.getpid()}"
 

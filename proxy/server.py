@@ -3,43 +3,169 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import signal
 import ssl
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from crypto.key_agent import KeyAgent
+from proxy.admin_api import create_admin_app
+from proxy.admin_token import load_or_create_token
 from proxy.app import AccessLogger, create_app
+from proxy.context import SERVICES
+from proxy.keys import KeyServices
 from proxy.settings import ConfigError, Settings
 
-__all__ = ["run", "tls_context"]
+__all__ = [
+    "admin_listener",
+    "hide_request_bytes",
+    "rotation_policies",
+    "run",
+    "run_loop",
+    "s3_listener",
+    "tls_context",
+    "until_stopped",
+]
 
 log = logging.getLogger("byok.server")
 
 
 def run(settings: Settings, context: ssl.SSLContext | None) -> None:
-    """Serve until SIGINT or SIGTERM, over TLS when `context` is given."""
-    logging.getLogger("aiohttp.server").addFilter(_hide_request_bytes)
-    address = f"{settings.scheme}://{settings.listen_host}:{settings.listen_port}"
+    """Serve until SIGINT or SIGTERM, over TLS when `context` is given.
 
-    def listening(_: str) -> None:
+    With one worker, the S3 listener and the admin API share one event loop,
+    so a key imported through the admin API is in the memory that serves
+    S3. With several, `proxy.workers` lends imported keys to the workers.
+    """
+    logging.getLogger("aiohttp.server").addFilter(hide_request_bytes)
+    if settings.workers > 1:
+        from proxy.workers import supervise
+
+        run_loop(supervise(settings))
+        return
+    run_loop(_serve_alone(settings, context))
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` on a new uvloop event loop, then close the loop."""
+    loop = _new_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _serve_alone(settings: Settings, context: ssl.SSLContext | None) -> None:
+    async with (
+        s3_listener(settings, context) as keys,
+        admin_listener(settings, keys),
+        rotation_policies(settings, keys),
+    ):
+        await until_stopped()
+
+
+@contextlib.asynccontextmanager
+async def s3_listener(
+    settings: Settings,
+    context: ssl.SSLContext | None,
+    agent: KeyAgent | None = None,
+) -> AsyncIterator[KeyServices]:
+    """Serve S3 on the listen address; yield the keys the application opened.
+
+    A worker passes the `agent` of its supervisor and shares the port with
+    the other workers (SO_REUSEPORT).
+    """
+    app = create_app(settings, agent)
+    runner = web.AppRunner(
+        app,
+        access_log=logging.getLogger("byok.access"),
+        access_log_class=AccessLogger,
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(
+            runner,
+            settings.listen_host,
+            settings.listen_port,
+            ssl_context=context,
+            reuse_port=agent is not None or None,
+        ).start()
         log.info(
-            "server.listening %s upstream=%s data_dir=%s",
-            address,
+            "server.listening %s://%s:%d upstream=%s data_dir=%s",
+            settings.scheme,
+            settings.listen_host,
+            settings.listen_port,
             settings.upstream_base,
             settings.data_dir,
         )
+        yield app[SERVICES].keys
+    finally:
+        await runner.cleanup()
 
-    web.run_app(
-        create_app(settings),
-        host=settings.listen_host,
-        port=settings.listen_port,
-        ssl_context=context,
-        access_log=logging.getLogger("byok.access"),
-        access_log_class=AccessLogger,
-        print=listening,
-        loop=_new_loop(),
-    )
+
+@contextlib.asynccontextmanager
+async def admin_listener(settings: Settings, keys: KeyServices) -> AsyncIterator[None]:
+    """Serve the admin API on its own listener, loopback unless configured."""
+    token = load_or_create_token(settings.admin_token_path)
+    runner = web.AppRunner(create_admin_app(keys.operations, keys.audit, token))
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner, settings.admin_listen_host, settings.admin_listen_port
+        )
+        await site.start()
+        log.info(
+            "admin.listening http://%s:%d",
+            settings.admin_listen_host,
+            settings.admin_listen_port,
+        )
+        yield
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def rotation_policies(
+    settings: Settings, keys: KeyServices
+) -> AsyncIterator[None]:
+    """Apply the organisations' rotation policies while the block runs."""
+    task = asyncio.create_task(_apply_policies(keys, settings.policy_interval))
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+async def _apply_policies(keys: KeyServices, interval: float) -> None:
+    """Rotate organisation keys older than their policy, every `interval` seconds.
+
+    Several proxies may find the same key due at once. The key store lets
+    one rotation win and fails the others as stale, so each key rotates once.
+    """
+    actor = f"proxy:{os.getpid()}"
+    while True:
+        await asyncio.sleep(interval)
+        keys.keyring.refresh()
+        for name in keys.operations.rotate_due(actor):
+            log.info("policy.rotated organisation=%s", name)
+
+
+async def until_stopped() -> None:
+    """Return once the process receives SIGINT or SIGTERM."""
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stopped.set)
+    await stopped.wait()
+    log.info("server.stopping")
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -60,7 +186,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 # TODO: aiohttp itself sends the 400 response to malformed HTTP, as plain
 # text instead of S3 XML, and it quotes the offending bytes back to the sender.
-def _hide_request_bytes(record: logging.LogRecord) -> bool:
+def hide_request_bytes(record: logging.LogRecord) -> bool:
     """Log a malformed request in one line, without the bytes it contained.
 
     aiohttp logs a request it cannot parse with an exception whose message

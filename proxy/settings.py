@@ -37,6 +37,7 @@ class Settings:
     pkcs11_token: str = ""
     pkcs11_pin: str = field(default="", repr=False)
     policy_interval: float = 60.0
+    workers: int = 1
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.upstream_url)
@@ -65,6 +66,8 @@ class Settings:
                 "a PKCS#11 library needs --pkcs11-token and the user PIN in "
                 "BYOK_PROXY_PKCS11_PIN"
             )
+        if not 1 <= self.workers <= 64:
+            raise ConfigError(f"workers must be between 1 and 64, got {self.workers}")
         if self.policy_interval <= 0:
             raise ConfigError(
                 f"policy interval must be positive, got {self.policy_interval}"

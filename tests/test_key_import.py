@@ -148,7 +148,7 @@ def test_create_returns_fresh_job(jobs: ImportJobs) -> None:
     job = jobs.create(ORG_ID, NOW, ttl)
     other = jobs.create(ORG_ID, NOW, ttl)
 
-    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", job.job_id)
+    assert re.fullmatch(r"[0-9a-f]{32}", job.job_id)
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", job.token)
     assert job.org_id == ORG_ID
     assert job.expires_at == NOW + ttl
