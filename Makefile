@@ -3,22 +3,26 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-SOFTHSM_LIBRARY := /usr/lib/softhsm/libsofthsm2.so
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+# Debian packages the tests need: SoftHSM2, the PKCS#11 token that the HSM
+# master key tests run against, and strace, which lists every file the
+# proxy writes in the no-plaintext-on-disk test.
+SYSTEM_PACKAGES := softhsm2 strace
+SYSTEM_FILES := /usr/lib/softhsm/libsofthsm2.so /usr/bin/strace
 
-.PHONY: install hsm run test lint clean
+.PHONY: install system run test lint clean
 
-install: hsm $(VENV)/.installed
+install: system $(VENV)/.installed
 
-# SoftHSM2, the PKCS#11 token that the HSM master key tests run against,
-# from the Debian package where apt-get exists. Elsewhere install it by hand.
-hsm:
-	@if [ ! -e $(SOFTHSM_LIBRARY) ]; then \
+# Installed with apt-get where it exists; elsewhere install them by hand.
+system:
+	@for file in $(SYSTEM_FILES); do [ -e $$file ] || missing=yes; done; \
+	if [ -n "$$missing" ]; then \
 		if command -v apt-get >/dev/null 2>&1; then \
 			$(SUDO) apt-get update && \
-			$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y softhsm2; \
+			$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $(SYSTEM_PACKAGES); \
 		else \
-			echo "SoftHSM2 is missing ($(SOFTHSM_LIBRARY)); install it to run the HSM tests" >&2; \
+			echo "install $(SYSTEM_PACKAGES) to run every test" >&2; \
 		fi; \
 	fi
 
