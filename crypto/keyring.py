@@ -44,7 +44,7 @@ from crypto.keystore import (
     validate_organisation_name,
 )
 from crypto.master import MasterKey
-from crypto.masters import MasterKeys
+from crypto.masters import MasterKeys, rewrap_org_key, rewrap_secret
 from crypto.wrap import (
     KEY_SIZE,
     ORG_ID_SIZE,
@@ -54,7 +54,13 @@ from crypto.wrap import (
     wrap_dek,
 )
 
-__all__ = ["KeyRing", "KeyRingStatus", "OrgRef", "OrganisationStatus"]
+__all__ = [
+    "KeyRing",
+    "KeyRingStatus",
+    "OrgRef",
+    "OrganisationStatus",
+    "PlatformRotation",
+]
 
 OrgRef = Organisation | str | bytes
 """An organisation, its name, its id or its id as 32 hexadecimal digits."""
@@ -102,6 +108,21 @@ class KeyRingStatus:
     def as_dict(self) -> dict[str, Any]:
         """Return the summary as nested dicts and lists, e.g. for JSON output."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlatformRotation:
+    """The outcome of a platform master key rotation, without key material.
+
+    `resumed` is true when the key store had already moved to the new key
+    in an interrupted rotation, so only the key file was left to replace.
+    """
+
+    old_key_id: str
+    new_key_id: str
+    org_keys: int
+    secrets: int
+    resumed: bool
 
 
 class KeyRing:
@@ -167,7 +188,7 @@ class KeyRing:
         now = _now()
         org_key = secrets.token_bytes(KEY_SIZE)
         org_key_record = self._wrap_org_key(
-            self._masters.platform, org_id, 1, org_key, now
+            self.platform_master(), org_id, 1, org_key, now
         )
         deks = [
             self._new_dek(org_id, purpose, 1, org_key, 1, now) for purpose in Purpose
@@ -263,11 +284,12 @@ class KeyRing:
             secrets.token_bytes(_ACCESS_KEY_ID_BYTES)
         ).decode("ascii")
         secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
-        wrapped = self._masters.platform.wrap(
+        master = self.platform_master()
+        wrapped = master.wrap(
             secret.encode("ascii"), secret_associated_data(access_key_id)
         )
         record = CredentialRecord(access_key_id, organisation.id, wrapped, _now())
-        self._store.add_credentials(record)
+        self._store.add_credentials(record, master_key_id=master.key_id)
         return access_key_id, secret
 
     def credentials(self, access_key_id: str) -> tuple[bytes, str]:
@@ -288,9 +310,7 @@ class KeyRing:
         self.ensure_active(record.org_id)
         if record.wrapped_secret is None:
             self._raise_missing_keys(record.org_id, "a wrapped secret")
-        secret = self._masters.platform.unwrap(
-            record.wrapped_secret, secret_associated_data(access_key_id)
-        ).decode("ascii")
+        secret = self._unwrap_secret(access_key_id, record.wrapped_secret)
         self._secrets[access_key_id] = (record.org_id, secret)
         return record.org_id, secret
 
@@ -390,6 +410,34 @@ class KeyRing:
         self._organisations[moved.id] = moved
         return moved
 
+    def platform_master(self) -> MasterKey:
+        """Return the platform key that the store names, for new wraps.
+
+        After another process rotated the platform key, this reads the key
+        files again. Raise MasterKeyError if no key file contains the key
+        that the store names.
+        """
+        key_id = self._store.platform_key_id()
+        if key_id is None:
+            return self._masters.platform
+        return self._masters.platform_key(key_id)
+
+    def rotate_platform_master(self) -> PlatformRotation:
+        """Move everything the platform key wraps under a new platform key.
+
+        Every organisation key version wrapped by the platform key, of any
+        state but destroyed, and every access key secret are rewrapped in one
+        store transaction, and then the new key file replaces the old one,
+        which is gone afterwards. Organisations under imported or HSM keys
+        keep their organisation keys as they are.
+        """
+        source = self._masters.platform_source
+        old, new, counts = source.rotate(self._rewrap_unless_committed)
+        org_keys, secret_count = counts or (0, 0)
+        return PlatformRotation(
+            old.key_id, new.key_id, org_keys, secret_count, resumed=counts is None
+        )
+
     def supply_master(self, org: OrgRef, master: MasterKey) -> None:
         """Hold an organisation's imported key again, e.g. after a restart.
 
@@ -478,7 +526,7 @@ class KeyRing:
     def status(self) -> KeyRingStatus:
         """Summarise organisations, key versions and cache sizes, without keys."""
         return KeyRingStatus(
-            master_key_id=self._masters.platform.key_id,
+            master_key_id=self.platform_master().key_id,
             organisations=tuple(
                 self._organisation_status(organisation)
                 for organisation in self._store.organisations()
@@ -496,6 +544,66 @@ class KeyRing:
         self._current.clear()
         self._secrets.clear()
         self._store.close()
+
+    # the platform master key
+
+    def _rewrap_unless_committed(
+        self, old: MasterKey, new: MasterKey
+    ) -> tuple[int, int] | None:
+        """Rewrap under `new` unless the store names it already; return the counts.
+
+        The store names `new` when an interrupted rotation committed before
+        it could replace the key file, and then this returns None.
+        """
+        committed = self._store.platform_key_id()
+        if committed == new.key_id:
+            return None
+        if committed not in (None, old.key_id):
+            raise MasterKeyError(
+                f"the key store names platform master key {committed}, but "
+                f"master.key contains {old.key_id}; restore master.key from the "
+                "backup that matches keys.sqlite3"
+            )
+        return self._rewrap_platform(old, new)
+
+    def _rewrap_platform(self, old: MasterKey, new: MasterKey) -> tuple[int, int]:
+        """Rewrap under `new` what `old` wraps; return the numbers of records.
+
+        Raise MasterKeyError if an organisation under the platform key has a
+        key wrapped by another key, because `old` would then not be the key
+        that this store was created with.
+        """
+        org_keys = []
+        for organisation in self._store.organisations():
+            for record in self._store.org_keys(organisation.id):
+                if record.wrapped is None:
+                    continue
+                if record.master_key_id == old.key_id:
+                    org_keys.append(rewrap_org_key(record, old, new))
+                elif organisation.key_source == "platform":
+                    raise _not_platform_key(organisation, record, old.key_id)
+        credentials = [
+            rewrap_secret(record, old, new) for record in self._store.wrapped_secrets()
+        ]
+        self._store.rewrap_platform(old.key_id, new.key_id, org_keys, credentials)
+        return len(org_keys), len(credentials)
+
+    def _unwrap_secret(self, access_key_id: str, wrapped: bytes) -> str:
+        """Unwrap an access key secret, following a platform key rotation.
+
+        A secret that the loaded key cannot open may have been rewrapped by
+        a rotation in another process. The key that the store names is then
+        tried once, and a store that names the loaded key re-raises.
+        """
+        associated_data = secret_associated_data(access_key_id)
+        loaded = self._masters.platform
+        try:
+            return loaded.unwrap(wrapped, associated_data).decode("ascii")
+        except DecryptionFailed:
+            latest = self.platform_master()
+            if latest.key_id == loaded.key_id:
+                raise
+        return latest.unwrap(wrapped, associated_data).decode("ascii")
 
     # unwrapping
 
@@ -728,4 +836,15 @@ def _wrong_master_key(record: OrgKeyRecord, offered_key_id: str) -> MasterKeyErr
         f"{record.org_id.hex()} is wrapped by master key {record.master_key_id}, "
         f"but the key offered is {offered_key_id}; supply the key that was "
         "imported for this organisation"
+    )
+
+
+def _not_platform_key(
+    organisation: Organisation, record: OrgKeyRecord, platform_key_id: str
+) -> MasterKeyError:
+    return MasterKeyError(
+        f"organisation {organisation.name!r} uses the platform master key, but "
+        f"its organisation key version {record.version} is wrapped by master key "
+        f"{record.master_key_id}, not by the platform key {platform_key_id}; "
+        "start with the master key that created this key store"
     )

@@ -173,7 +173,11 @@ class KeyStore(Protocol):
         org_key: OrgKeyRecord,
         deks: Sequence[DekRecord],
     ) -> None:
-        """Insert an organisation, its first organisation key and its DEKs."""
+        """Insert an organisation, its first organisation key and its DEKs.
+
+        Under the platform key, `org_key.master_key_id` must be the platform
+        key id that the store names, if it names one.
+        """
         ...
 
     def organisation(self, org_id: bytes) -> Organisation | None:
@@ -211,7 +215,9 @@ class KeyStore(Protocol):
 
         The previous active version becomes "rotated". `org_key.version` must
         follow the active version, and `rewrapped` must contain exactly the
-        active DEKs, wrapped under `org_key`.
+        active DEKs, wrapped under `org_key`. Under the platform key,
+        `org_key.master_key_id` must be the platform key id that the store
+        names, if it names one.
         """
         ...
 
@@ -230,7 +236,38 @@ class KeyStore(Protocol):
 
         `rewrapped` must contain exactly the versions that are not
         destroyed. The organisation's `key_source` and `hsm_key_label` are
-        stored with them, in the same transaction.
+        stored with them, in the same transaction. Under the platform key,
+        every record must name the platform key id that the store names, if
+        it names one.
+        """
+        ...
+
+    def platform_key_id(self) -> str | None:
+        """Return the id of the platform key, or None before its first rotation.
+
+        `rewrap_platform` records it, so a process that loaded an older key
+        file can tell that it must read the key file again.
+        """
+        ...
+
+    def wrapped_secrets(self) -> list[CredentialRecord]:
+        """Return every access key whose secret is not destroyed."""
+        ...
+
+    def rewrap_platform(
+        self,
+        old_key_id: str,
+        new_key_id: str,
+        org_keys: Sequence[OrgKeyRecord],
+        secrets: Sequence[CredentialRecord],
+    ) -> None:
+        """Store everything the platform key wraps, rewrapped under a new key.
+
+        `org_keys` must contain exactly the organisation key versions that
+        are not destroyed and name `old_key_id`, now naming `new_key_id`, and
+        `secrets` exactly the access keys whose secret is not destroyed. The
+        store then names `new_key_id` as the platform key. All of it happens
+        in one transaction.
         """
         ...
 
@@ -248,8 +285,14 @@ class KeyStore(Protocol):
         """
         ...
 
-    def add_credentials(self, credentials: CredentialRecord) -> None:
-        """Insert an access key of an active organisation."""
+    def add_credentials(
+        self, credentials: CredentialRecord, *, master_key_id: str | None = None
+    ) -> None:
+        """Insert an access key of an active organisation.
+
+        `master_key_id` names the platform key that wrapped the secret. If
+        given, it must be the platform key id that the store names, if any.
+        """
         ...
 
     def credentials(self, access_key_id: str) -> CredentialRecord | None:

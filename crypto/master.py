@@ -4,15 +4,23 @@ The master key wraps organisation keys and access key secrets, and nothing
 else. The data path only calls `MasterKey.wrap` and `MasterKey.unwrap`, so a
 customer-imported key or a PKCS#11 HSM key, which never leaves its token,
 can replace the file key without changes elsewhere.
+
+The platform key file `master.key` is rotated in three steps: a new key is
+written to `master.key.next`, the key store rewraps everything under it in
+one transaction, and `os.replace` then moves the new file onto `master.key`.
+`load_platform_key` finishes a rotation that stopped after the second step.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import os
 import secrets
 import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -22,13 +30,20 @@ from crypto.errors import MasterKeyError
 
 __all__ = [
     "MASTER_KEY_FILE",
+    "NEXT_KEY_FILE",
     "FileMasterKey",
     "MasterKey",
     "MemoryMasterKey",
+    "install_next_key",
     "key_fingerprint",
+    "load_platform_key",
+    "rotation_lock",
 ]
 
 MASTER_KEY_FILE = "master.key"
+NEXT_KEY_FILE = "master.key.next"
+"""The new platform key of a rotation, until it replaces `master.key`."""
+_LOCK_FILE = "master.key.lock"
 
 _FINGERPRINT_LABEL = b"byok-proxy key id"
 _FILE_MODE = 0o600
@@ -114,6 +129,83 @@ class FileMasterKey(MemoryMasterKey):
         except FileNotFoundError:
             key = _create_key_file(path)
         return cls(key, path=path)
+
+    @classmethod
+    def load(cls, path: Path) -> FileMasterKey | None:
+        """Load the key file at `path`, or return None if there is none.
+
+        Raise MasterKeyError for a file that `load_or_create` rejects.
+        """
+        try:
+            return cls(_read_key_file(path), path=path)
+        except FileNotFoundError:
+            return None
+
+
+def load_platform_key(
+    directory: Path, committed_key_id: Callable[[], str | None]
+) -> FileMasterKey:
+    """Load `master.key` from `directory`, creating it on first start.
+
+    A `master.key.next` whose key id `committed_key_id` returns belongs to a
+    rotation whose key store transaction committed before the process
+    stopped, so it replaces `master.key` first. Any other `.next` file
+    stays for the next rotation to reuse.
+    """
+    path = directory / MASTER_KEY_FILE
+    current = FileMasterKey.load_or_create(path)
+    if not (directory / NEXT_KEY_FILE).exists():
+        return current
+    with rotation_lock(directory):
+        upcoming = FileMasterKey.load(directory / NEXT_KEY_FILE)
+        if upcoming is None or upcoming.key_id != committed_key_id():
+            # master.key is the committed key, read again in case another
+            # process finished the rotation since the first read.
+            return FileMasterKey.load_or_create(path)
+        install_next_key(directory, upcoming.key_id)
+    return FileMasterKey(upcoming.key, path=path)
+
+
+@contextmanager
+def rotation_lock(directory: Path) -> Iterator[None]:
+    """Hold the exclusive rotation lock of the data directory for the block.
+
+    Rotations, and start-ups that finish one, take it, so that no process
+    moves `master.key.next` onto `master.key` while another process has not
+    yet committed the rewrap under that file's key. The lock is an `flock`
+    on `master.key.lock`, released when the descriptor closes, so it also
+    ends with a process that dies.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(directory / _LOCK_FILE, flags, _FILE_MODE)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def install_next_key(directory: Path, key_id: str) -> None:
+    """Replace `master.key` by `master.key.next`, which contains key `key_id`.
+
+    `os.replace` is atomic, so `master.key` contains the old or the new key
+    at every moment, and the directory fsync makes the change durable. The old
+    key is gone afterwards. A missing `.next` is accepted when `master.key`
+    already contains `key_id`, because another process finished the rotation.
+    Call this only under `rotation_lock`.
+    """
+    path = directory / MASTER_KEY_FILE
+    try:
+        os.replace(directory / NEXT_KEY_FILE, path)
+    except FileNotFoundError:
+        installed = FileMasterKey.load(path)
+        if installed is None or installed.key_id != key_id:
+            raise MasterKeyError(
+                f"{NEXT_KEY_FILE} in {directory} is missing, and {path} does not "
+                f"contain the new platform key {key_id}; restore both files from "
+                "the backup that matches keys.sqlite3"
+            ) from None
+    _fsync_directory(directory)
 
 
 def _read_key_file(path: Path) -> bytes:

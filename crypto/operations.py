@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from crypto.audit import AuditLog, KeyValue
 from crypto.header import Purpose
 from crypto.key_import import ImportJob, ImportJobs
-from crypto.keyring import KeyRing, OrgRef
+from crypto.keyring import KeyRing, OrgRef, PlatformRotation
 from crypto.keystore import Organisation
 from crypto.master import MemoryMasterKey
 from crypto.masters import MasterKeys
@@ -156,9 +156,30 @@ class KeyOperations:
     def use_platform(self, actor: str, org: OrgRef) -> Organisation:
         """Move the organisation's keys back under the platform master key."""
         with self._recorded(actor, "master.rotate", org) as entry:
-            master = self._masters.platform
+            master = self.keyring.platform_master()
             entry.keys.update(source="platform", master_key_id=master.key_id)
             return self.keyring.use_master(org, master, "platform")
+
+    def rotate_platform_master(self, actor: str) -> PlatformRotation:
+        """Replace the platform key file by a new key and rewrap what it wrapped.
+
+        The record has no organisation, because the platform key serves all.
+        It names the old and the new key id and the numbers of organisation
+        keys and access key secrets rewrapped.
+        """
+        with self._recorded(actor, "master.rotate", "") as entry:
+            entry.keys.update(
+                source="platform", old_master_key_id=self._masters.platform.key_id
+            )
+            rotation = self.keyring.rotate_platform_master()
+            entry.keys.update(
+                old_master_key_id=rotation.old_key_id,
+                new_master_key_id=rotation.new_key_id,
+                org_keys=rotation.org_keys,
+                secrets=rotation.secrets,
+                resumed=rotation.resumed,
+            )
+        return rotation
 
     # revocation
 

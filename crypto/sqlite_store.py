@@ -101,6 +101,11 @@ _SCHEMA = (
         wrapped_secret BLOB,
         created_at REAL NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS credentials_org ON credentials (org_id)",
+    # The platform master key id, written by each platform key rotation. Older
+    # stores gain the empty table on open, so it needs no schema version.
+    """CREATE TABLE IF NOT EXISTS platform_master_key (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        key_id TEXT NOT NULL)""",
 )
 
 # Version 2 added the organisation's master key source and rotation policy.
@@ -230,6 +235,8 @@ class SqliteKeyStore:
                     f"an organisation named {organisation.name!r} already "
                     "exists; choose another name"
                 )
+            if organisation.key_source == "platform":
+                self._require_platform_key(org_key.master_key_id)
             db.execute(
                 f"INSERT INTO organisations ({_ORGANISATION_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -313,9 +320,11 @@ class SqliteKeyStore:
     ) -> None:
         """Make `org_key` the active organisation key and store rewrapped DEKs."""
         with self._write() as db:
-            self._require_active(org_id)
+            organisation = self._require_active(org_id)
             self._require_next_org_key(org_id, org_key.version)
             self._require_all_active_deks(org_id, org_key.version, rewrapped)
+            if organisation.key_source == "platform":
+                self._require_platform_key(org_key.master_key_id)
             db.execute(
                 "UPDATE org_keys SET state = 'rotated' "
                 "WHERE org_id = ? AND state = 'active'",
@@ -362,6 +371,8 @@ class SqliteKeyStore:
             for record in rewrapped:
                 if record.org_id != org_id or record.wrapped is None:
                     raise ValueError("a rewrapped key must belong to the organisation")
+                if organisation.key_source == "platform":
+                    self._require_platform_key(record.master_key_id)
                 db.execute(
                     "UPDATE org_keys SET wrapped = ?, master_key_id = ? "
                     "WHERE org_id = ? AND version = ?",
@@ -372,6 +383,55 @@ class SqliteKeyStore:
                 "WHERE id = ?",
                 (organisation.key_source, organisation.hsm_key_label, org_id),
             )
+
+    # the platform master key
+
+    def platform_key_id(self) -> str | None:
+        """Return the id of the platform key, or None before its first rotation."""
+        row = self._query_optional("SELECT key_id FROM platform_master_key", ())
+        return None if row is None else str(row[0])
+
+    def wrapped_secrets(self) -> list[CredentialRecord]:
+        """Return every access key whose secret is not destroyed."""
+        rows = self._connection.execute(
+            f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials "
+            "WHERE wrapped_secret IS NOT NULL ORDER BY access_key_id"
+        )
+        return [_credentials(row) for row in rows]
+
+    def rewrap_platform(
+        self,
+        old_key_id: str,
+        new_key_id: str,
+        org_keys: Sequence[OrgKeyRecord],
+        secrets: Sequence[CredentialRecord],
+    ) -> None:
+        """Store everything the platform key wraps, rewrapped under a new key."""
+        with self._write() as db:
+            self._require_platform_key(old_key_id)
+            self._require_platform_rows(old_key_id, org_keys, secrets)
+            for record in org_keys:
+                if record.master_key_id != new_key_id or record.wrapped is None:
+                    raise ValueError(
+                        f"every rewrapped organisation key must name {new_key_id}"
+                    )
+                db.execute(
+                    "UPDATE org_keys SET wrapped = ?, master_key_id = ? "
+                    "WHERE org_id = ? AND version = ?",
+                    (record.wrapped, new_key_id, record.org_id, record.version),
+                )
+            for credentials in secrets:
+                db.execute(
+                    "UPDATE credentials SET wrapped_secret = ? WHERE access_key_id = ?",
+                    (credentials.wrapped_secret, credentials.access_key_id),
+                )
+            db.execute(
+                "INSERT INTO platform_master_key (id, key_id) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET key_id = excluded.key_id",
+                (new_key_id,),
+            )
+
+    # organisation policy
 
     def set_max_key_age(self, org_id: bytes, max_key_age: float | None) -> None:
         """Set the organisation's rotation policy: seconds, or None for none."""
@@ -411,10 +471,17 @@ class SqliteKeyStore:
 
     # credentials
 
-    def add_credentials(self, credentials: CredentialRecord) -> None:
-        """Insert an access key of an active organisation."""
+    def add_credentials(
+        self, credentials: CredentialRecord, *, master_key_id: str | None = None
+    ) -> None:
+        """Insert an access key of an active organisation.
+
+        `master_key_id`, if given, must be the platform key id the store names.
+        """
         with self._write() as db:
             self._require_active(credentials.org_id)
+            if master_key_id is not None:
+                self._require_platform_key(master_key_id)
             db.execute(
                 f"INSERT INTO credentials ({_CREDENTIAL_COLUMNS}) VALUES (?, ?, ?, ?)",
                 (
@@ -431,14 +498,7 @@ class SqliteKeyStore:
             f"SELECT {_CREDENTIAL_COLUMNS} FROM credentials WHERE access_key_id = ?",
             (access_key_id,),
         )
-        if row is None:
-            return None
-        return CredentialRecord(
-            access_key_id=row[0],
-            org_id=bytes(row[1]),
-            wrapped_secret=_optional_bytes(row[2]),
-            created_at=_datetime(row[3]),
-        )
+        return None if row is None else _credentials(row)
 
     def credential_count(self, org_id: bytes) -> int:
         """Return the number of access keys of an organisation."""
@@ -495,10 +555,11 @@ class SqliteKeyStore:
             raise UnknownOrganisation(f"no organisation has id {org_id.hex()}")
         return organisation
 
-    def _require_active(self, org_id: bytes) -> None:
+    def _require_active(self, org_id: bytes) -> Organisation:
         organisation = self._require_organisation(org_id)
         if not organisation.active:
             raise KeyRevoked(f"organisation {organisation.name!r} is revoked")
+        return organisation
 
     def _active_org_key_version(self, org_id: bytes) -> int:
         row = self._query_optional(
@@ -515,6 +576,39 @@ class SqliteKeyStore:
         active = self._active_org_key_version(org_id)
         if version != active + 1:
             raise _stale(f"organisation key version {active} is active")
+
+    def _require_platform_key(self, key_id: str) -> None:
+        """Raise unless `key_id` is the platform key id that the store names."""
+        recorded = self.platform_key_id()
+        if recorded is not None and recorded != key_id:
+            raise _stale(f"the platform master key is now {recorded}")
+
+    def _require_platform_rows(
+        self,
+        old_key_id: str,
+        org_keys: Sequence[OrgKeyRecord],
+        secrets: Sequence[CredentialRecord],
+    ) -> None:
+        """Raise unless the records are exactly those the platform key wraps."""
+        rows = self._connection.execute(
+            "SELECT org_id, version FROM org_keys "
+            "WHERE master_key_id = ? AND wrapped IS NOT NULL",
+            (old_key_id,),
+        )
+        wrapped_versions = {(bytes(org_id), int(version)) for org_id, version in rows}
+        rewrapped_versions = {(record.org_id, record.version) for record in org_keys}
+        repeated = len(org_keys) != len(rewrapped_versions)
+        if wrapped_versions != rewrapped_versions or repeated:
+            raise _stale("the organisation keys under the platform key changed")
+        rows = self._connection.execute(
+            "SELECT access_key_id FROM credentials WHERE wrapped_secret IS NOT NULL"
+        )
+        wrapped_ids = {str(access_key_id) for (access_key_id,) in rows}
+        rewrapped_ids = {credentials.access_key_id for credentials in secrets}
+        if wrapped_ids != rewrapped_ids or len(rewrapped_ids) != len(secrets):
+            raise _stale("the access keys changed")
+        if any(credentials.wrapped_secret is None for credentials in secrets):
+            raise ValueError("every rewrapped access key must have a wrapped secret")
 
     def _require_all_active_deks(
         self, org_id: bytes, org_key_version: int, rewrapped: Sequence[DekRecord]
@@ -650,6 +744,15 @@ def _org_key(row: Any) -> OrgKeyRecord:
         state=cast(OrgKeyState, row[3]),
         master_key_id=row[4],
         created_at=_datetime(row[5]),
+    )
+
+
+def _credentials(row: Any) -> CredentialRecord:
+    return CredentialRecord(
+        access_key_id=row[0],
+        org_id=bytes(row[1]),
+        wrapped_secret=_optional_bytes(row[2]),
+        created_at=_datetime(row[3]),
     )
 
 

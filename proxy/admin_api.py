@@ -179,6 +179,7 @@ class _AdminRoutes:
         router.add_post(f"{organisation}/import-jobs", self.create_import_job)
         router.add_post("/v1/import-jobs/{job}", self.finish_import)
         router.add_post(f"{organisation}/master", self.set_master)
+        router.add_post("/v1/master/rotate", self.rotate_platform_master)
         router.add_get("/v1/audit", self.audit_records)
         router.add_get("/v1/audit/export", self.audit_export)
         router.add_get("/v1/audit/verify", self.audit_verify)
@@ -290,6 +291,19 @@ class _AdminRoutes:
                 "your own, create an import job instead"
             )
         return _json(self._detail(organisation))
+
+    async def rotate_platform_master(self, request: web.Request) -> web.Response:
+        # NOTE: the rotation runs on the event loop, so the S3 requests of
+        # this process wait until it ends. It makes a few queries and
+        # unwraps per organisation.
+        rotation = self._operations.rotate_platform_master(ACTOR)
+        return _json({
+            "old_master_key_id": rotation.old_key_id,
+            "master_key_id": rotation.new_key_id,
+            "org_keys_rewrapped": rotation.org_keys,
+            "secrets_rewrapped": rotation.secrets,
+            "resumed": rotation.resumed,
+        })  # fmt: skip
 
     # audit log and status
 

@@ -15,7 +15,7 @@ from crypto.header import Purpose
 from proxy.catalogue import FOREIGN_POLICIES, Catalogue, Route
 from proxy.cli_common import DATA_DIR, PIN_VARIABLE, PKCS11_OPTIONS, key_services
 from proxy.cli_import import import_key
-from proxy.cli_keys import audit, credentials, hsm, org
+from proxy.cli_keys import audit, credentials, hsm, master, org
 from proxy.cli_objects import reencrypt, report
 from proxy.settings import ConfigError, Settings, load_config_file
 
@@ -326,5 +326,5 @@ def _configure_logging(level: str) -> None:
     )
 
 
-for _command in (org, credentials, audit, hsm, import_key, report, reencrypt):
+for _command in (org, credentials, master, audit, hsm, import_key, report, reencrypt):
     main.add_command(_command)

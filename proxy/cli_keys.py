@@ -33,7 +33,7 @@ from proxy.cli_common import (
     key_services,
 )
 
-__all__ = ["audit", "credentials", "hsm", "org"]
+__all__ = ["audit", "credentials", "hsm", "master", "org"]
 
 _PURPOSES = [purpose.label for purpose in Purpose]
 _SECONDS_PER_DAY = 86_400
@@ -171,6 +171,35 @@ def org_use_platform(
     with key_services(data_dir, hsm=settings) as keys:
         keys.operations.use_platform(cli_actor(), name)
     click.echo(f"organisation {name} now uses the platform master key")
+
+
+@click.group()
+def master() -> None:
+    """Rotate the platform master key in the data directory."""
+
+
+@master.command("rotate")
+@DATA_DIR
+def master_rotate(data_dir: Path) -> None:
+    """Replace master.key by a new key and rewrap everything under it.
+
+    Running proxies that share the data directory switch to the new key
+    without a restart. The old key is destroyed, so a backup of keys.sqlite3
+    taken before now opens only with the master.key of the same backup.
+    """
+    with key_services(data_dir) as keys:
+        rotation = keys.operations.rotate_platform_master(cli_actor())
+    if rotation.resumed:
+        click.echo(
+            "finished an interrupted rotation: the platform master key is now "
+            f"{rotation.new_key_id} (was {rotation.old_key_id})"
+        )
+        return
+    click.echo(
+        f"the platform master key is now {rotation.new_key_id} (was "
+        f"{rotation.old_key_id}); rewrapped {rotation.org_keys} organisation key "
+        f"versions and {rotation.secrets} access key secrets"
+    )
 
 
 @click.group()

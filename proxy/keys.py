@@ -16,8 +16,8 @@ from crypto.audit import AuditLog, KeyValue
 from crypto.hsm import HsmConfig, HsmMasterKey
 from crypto.key_agent import KeyAgent
 from crypto.keyring import KeyRing
-from crypto.master import FileMasterKey, MasterKey
-from crypto.masters import HsmOpener, MasterKeys
+from crypto.master import MasterKey
+from crypto.masters import HsmOpener, MasterKeys, PlatformKey
 from crypto.operations import KeyOperations
 from crypto.sqlite_store import SqliteKeyStore
 from proxy.settings import Settings
@@ -83,16 +83,24 @@ def open_keys(
 ) -> KeyServices:
     """Open the key store in `data_dir` under its platform master key.
 
-    The master key file is created on first use. Organisation key unwraps
-    that miss the cache are audited under `actor`, by default this process.
-    A worker process passes the `agent` of its supervisor, which lends it
-    the imported keys that only the supervisor holds.
+    The master key file is created on first use, and a platform key
+    rotation that stopped before it replaced the file is finished here.
+    Organisation key unwraps that miss the cache are audited under `actor`,
+    by default this process. A worker process passes the `agent` of its
+    supervisor, which lends it the imported keys that only the supervisor
+    holds.
     """
-    platform = FileMasterKey.load_or_create(data_dir / "master.key")
+    # The store comes first, because it names the key that master.key must hold.
+    store = SqliteKeyStore.open(data_dir)
+    try:
+        platform = PlatformKey.open(data_dir, store.platform_key_id)
+        audit = AuditLog.open(data_dir)
+    except BaseException:
+        store.close()
+        raise
     masters = MasterKeys(
         platform, hsm.opener() if hsm else None, agent.key if agent else None
     )
-    audit = AuditLog.open(data_dir)
     who = actor or f"proxy:{os.getpid()}"
 
     def observe(org_id: bytes, version: int, key_id: str, outcome: str) -> None:
@@ -102,7 +110,6 @@ def open_keys(
         }
         audit.append(who, "org_key.unwrap", org_id.hex(), keys, outcome)
 
-    store = SqliteKeyStore.open(data_dir)
     keyring = KeyRing(store, masters, ttl=ttl, on_unwrap=observe)
     return KeyServices(keyring, masters, audit, KeyOperations(keyring, masters, audit))
 
