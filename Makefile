@@ -29,7 +29,7 @@ system:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --editable '.[test]'
+	$(PY) -m pip install --quiet --editable '.[test,bench]'
 	touch $@
 
 # SeaweedFS and the proxy on loopback, an organisation and credentials ready.
