@@ -316,6 +316,12 @@ def _print_instructions(
         f"  .venv/bin/aws --endpoint-url {proxy.url} s3 cp README.md "
         "s3://demo-bucket/\n\n"
         f"Manage it with: .venv/bin/byok-proxy status --data-dir {data_dir}\n"
+        f"Admin API: {proxy.admin_url} (bearer token in {data_dir}/admin.token); "
+        f"for `import` commands: export BYOK_PROXY_ADMIN_URL={proxy.admin_url}\n"
+        "For `report` and `reencrypt`, which read the object store:\n"
+        f"  export BYOK_PROXY_UPSTREAM_URL={backend.url}\n"
+        f"  export BYOK_PROXY_UPSTREAM_ACCESS_KEY={backend.access_key}\n"
+        f"  export BYOK_PROXY_UPSTREAM_SECRET_KEY={backend.secret_key}\n"
         "Press Ctrl-C to stop both servers.",
         flush=True,
     )
