@@ -24,10 +24,9 @@ from crypto.header import Purpose, reseal_header
 from proxy.catalogue import ObjectRecord
 from proxy.context import S3Request
 from proxy.copy_source import CopySource
-from proxy.errors import S3Error
 from proxy.headers import HEADER_METADATA, object_lock_headers
 from proxy.object_checksums import ObjectChecksum
-from proxy.s3xml import child_text, parse_xml, strip_namespace
+from proxy.s3xml import result_etag
 from proxy.stored import sealed_etag, stored_checksum
 from proxy.upstream import error_from_response
 
@@ -75,7 +74,7 @@ async def copy_header_only(
         if response.status != 200:
             raise await error_from_response(response)
         body = await response.read()
-        backend_etag = _copied_etag(body)
+        backend_etag = result_etag(body, "CopyObjectResult")
         written = response.headers
     checksum = stored_checksum(source.request, stored)
     s3.services.catalogue.record_object(
@@ -97,18 +96,3 @@ def _copy_source(source: CopySource) -> str:
     value = quote(f"/{target.bucket}/{target.key}", safe="/~")
     version = source.request.query.get("versionId")
     return value if version is None else f"{value}?versionId={quote(version)}"
-
-
-def _copied_etag(body: bytes) -> str:
-    """Return the ETag of a CopyObjectResult; a 200 can still carry an Error."""
-    root = parse_xml(body, what="object store copy result")
-    strip_namespace(root)
-    etag = child_text(root, "ETag")
-    if root.tag != "CopyObjectResult" or etag is None:
-        raise S3Error(
-            child_text(root, "Code") or "InternalError",
-            child_text(root, "Message") or "The object store did not copy the object",
-            500,
-        )
-    # SeaweedFS leaves the quotes out here but not in HEAD responses
-    return etag if etag.startswith('"') else f'"{etag}"'

@@ -40,7 +40,7 @@ from proxy.copy import MAX_COPY_SIZE
 from proxy.errors import S3Error
 from proxy.headers import HEADER_METADATA
 from proxy.object_checksums import ObjectChecksum, open_checksum, seal_checksum
-from proxy.s3xml import document, parse_xml, to_bytes
+from proxy.s3xml import document, parse_xml, result_etag, result_text, to_bytes
 from proxy.scan import Listed, Scanned
 from proxy.stored import composite_etag, etag_label, md5_etag, sealed_etag
 from proxy.streams import Failure, guarded
@@ -146,7 +146,7 @@ async def _rewrap(
         "x-amz-metadata-directive": "REPLACE",
     }
     body = await _send(mover.upstream, "PUT", listed, headers=headers)
-    new_etag = _result_etag(body, "CopyObjectResult")
+    new_etag = result_etag(body, "CopyObjectResult")
     # the keys stay, so the sealed ETag, checksum and part table still open
     if record is not None:
         mover.catalogue.record_object(
@@ -250,7 +250,7 @@ async def _reencrypt_multipart(
         **await _tagging(mover.upstream, scanned),
         HEADER_METADATA: new_header.to_metadata(),
     }
-    upload_id = _result_text(
+    upload_id = result_text(
         await _send(mover.upstream, "POST", listed, [("uploads", "")], headers),
         "InitiateMultipartUploadResult",
         "UploadId",
@@ -482,7 +482,7 @@ async def _complete(
         {"Content-Type": "application/xml", "If-Match": scanned.etag},
         to_bytes(root),
     )
-    return _result_etag(body, "CompleteMultipartUploadResult")
+    return result_etag(body, "CompleteMultipartUploadResult")
 
 
 async def _abort(upstream: Upstream, listed: Listed, upload_id: str) -> None:
@@ -500,22 +500,3 @@ async def _abort(upstream: Upstream, listed: Listed, upload_id: str) -> None:
             upload_id,
             error,
         )
-
-
-def _result_text(body: bytes, tag: str, child: str) -> str:
-    """Return a child of an S3 result document; a 200 can still carry an Error."""
-    root = parse_xml(body, what="object store answer")
-    text = root.findtext(child)
-    if root.tag != tag or not text:
-        raise S3Error(
-            root.findtext("Code") or "InternalError",
-            root.findtext("Message") or f"The object store sent no {tag}",
-            500,
-        )
-    return text
-
-
-def _result_etag(body: bytes, tag: str) -> str:
-    etag = _result_text(body, tag, "ETag")
-    # SeaweedFS leaves the quotes out of copy results but not out of HEADs
-    return etag if etag.startswith('"') else f'"{etag}"'

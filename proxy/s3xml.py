@@ -42,6 +42,26 @@ def strip_namespace(root: Element) -> None:
             element.tag = element.tag.split("}", 1)[1]
 
 
+def result_text(body: bytes, tag: str, child: str) -> str:
+    """Return a child of an object store result; a 200 can still carry an Error."""
+    root = parse_xml(body, what="object store response")
+    text = root.findtext(child)
+    if root.tag != tag or not text:
+        raise S3Error(
+            root.findtext("Code") or "InternalError",
+            root.findtext("Message") or f"The object store sent no {tag}",
+            500,
+        )
+    return text
+
+
+def result_etag(body: bytes, tag: str) -> str:
+    """Return the quoted ETag of an object store result document."""
+    etag = result_text(body, tag, "ETag")
+    # SeaweedFS leaves the quotes out of copy results but not out of HEADs
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
 def child_text(element: Element, name: str) -> str | None:
     """Return the text of the first child called `name`, if any."""
     child = element.find(name)
