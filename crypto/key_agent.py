@@ -3,8 +3,8 @@
 An imported key lives in the memory of one process only, the one that
 received it. When the proxy runs several worker processes, that process is
 the supervisor, and each worker has one end of a private pipe to it. A worker
-that meets an organisation key wrapped by a key it does not hold asks the
-supervisor to unwrap (or wrap) it; the master key never leaves the
+that meets an organisation key wrapped by a key it does not have asks the
+supervisor to unwrap (or wrap) it. The master key never leaves the
 supervisor, and the pipe is an inherited descriptor, not a file.
 """
 

@@ -75,9 +75,10 @@ _DekCacheKey = tuple[bytes, Purpose, int, int, bytes]
 _MAX_KEY_AGE = 100 * 365.25 * 86_400.0
 
 UnwrapObserver = Callable[[bytes, int, str, str], None]
-"""Called after each organisation key unwrap on a cache miss with the
-organisation id, the key version, the master key id and "ok" or
-"failed: <error>"; the audit log records these."""
+"""A callback run after each organisation key unwrap on a cache miss.
+
+It receives the organisation id, the key version, the master key id and
+"ok" or "failed: <error>", so the audit log can record the unwrap."""
 
 
 @dataclass(frozen=True)

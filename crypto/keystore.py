@@ -40,8 +40,8 @@ OrgState = Literal["active", "revoked"]
 OrgKeyState = Literal["active", "rotated", "destroyed"]
 DekState = Literal["active", "rotated"]
 KeySource = Literal["platform", "imported", "hsm"]
-"""Where an organisation's master key lives: the platform's key file, a key
-the customer imported (held in memory only), or a key in a PKCS#11 token."""
+"""The location of an organisation's master key: the platform's key file, a
+key the customer imported (kept in memory only), or a key in a PKCS#11 token."""
 
 _NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 _ORG_ID_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -77,7 +77,7 @@ def parse_organisation_id(text: str) -> bytes | None:
 class Organisation:
     """A tenant: the owner of one organisation key and one DEK per purpose.
 
-    `key_source` says which master key wraps its organisation keys;
+    `key_source` names the master key that wraps its organisation keys;
     `hsm_key_label` names the token key when that source is "hsm".
     `max_key_age` is the rotation policy in seconds, or None for none.
     """

@@ -169,7 +169,7 @@ class MasterKeys:
         self._imported[master.key_id] = master
 
     def imported_key(self, key_id: str) -> MasterKey | None:
-        """Return the imported key with that id, if this process holds it."""
+        """Return the imported key with that id, if this process has it."""
         return self._imported.get(key_id)
 
     def forget(self, key_id: str) -> None:

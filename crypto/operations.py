@@ -126,9 +126,9 @@ class KeyOperations:
     ) -> Organisation:
         """Accept an imported key for the job's organisation.
 
-        The key that already wraps the organisation's keys is held again
-        (after a restart); any other key becomes its new master key, and
-        every organisation key version is rewrapped under it.
+        The key that already wraps the organisation's keys is taken back
+        into memory, as after a restart. Any other key becomes the new
+        master key, so every organisation key version is rewrapped under it.
         """
         pending = self._imports.get(job_id, _now())
         org: OrgRef = pending.org_id if pending is not None else b""

@@ -40,7 +40,7 @@ def PKCS11_OPTIONS(command: F) -> F:
     command = click.option(
         "--pkcs11-token",
         envvar="BYOK_PROXY_PKCS11_TOKEN",
-        help="Label of the PKCS#11 token that holds HSM master keys.",
+        help="Label of the PKCS#11 token that contains HSM master keys.",
     )(command)
     return click.option(
         "--pkcs11-library",

@@ -1,8 +1,8 @@
 """Open the key hierarchy of a data directory for the proxy or a CLI command.
 
 The platform master key file, the key store and the audit log live in the
-data directory. A PKCS#11 token, when configured, holds the master keys of
-organisations moved into it; its PIN comes from the environment or the
+data directory. A PKCS#11 token, when configured, contains the master keys
+of organisations moved into it. Its PIN comes from the environment or the
 configuration, never from the data directory.
 """
 

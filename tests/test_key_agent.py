@@ -65,7 +65,7 @@ def test_late_response_is_not_taken_for_the_next(
     monkeypatch.setattr(key_agent, "_TIMEOUT", 0.2)
     secret = secrets.token_bytes(32)
 
-    # nobody serves the first request in time
+    # no supervisor serves the first request in time
     with pytest.raises(KeyUnavailable, match="did not respond in time"):
         agent.key(imported.key_id).unwrap(imported.wrap(secret, AAD), AAD)
     late = supervisor_end.recv()

@@ -1,6 +1,6 @@
 """Several worker processes on one port, sharing a key imported into one of them.
 
-The supervisor holds the imported key; the workers borrow it over private
+The supervisor keeps the imported key; the workers borrow it over private
 pipes. Each request below opens a new connection, so the kernel spreads
 them over both workers.
 """
