@@ -145,6 +145,7 @@ class Catalogue:
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.executescript(_SCHEMA)
@@ -342,21 +343,29 @@ class Catalogue:
     # objects
 
     def record_object(self, record: ObjectRecord) -> None:
-        """Store the facts of an object written through the proxy."""
+        """Store the facts of an object written through the proxy.
+
+        A record that the object itself can rebuild, a single stream without
+        checksums, is committed without waiting for the disk: after a power
+        loss its ETag is read again from the sealed digest. Part tables and
+        checksums exist only here, so their commit waits for the disk.
+        """
         parts = json.dumps([[n, size, salt.hex()] for n, size, salt in record.parts])
-        self._db.execute(
-            "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.bucket,
-                record.key,
-                record.backend_etag,
-                record.plaintext_size,
-                record.sealed_etag,
-                parts,
-                record.header,
-                record.sealed_checksum,
-            ),
-        )
+        rebuildable = not record.parts and not record.sealed_checksum
+        with self._lazy_sync(rebuildable):
+            self._db.execute(
+                "INSERT OR REPLACE INTO objects VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.bucket,
+                    record.key,
+                    record.backend_etag,
+                    record.plaintext_size,
+                    record.sealed_etag,
+                    parts,
+                    record.header,
+                    record.sealed_checksum,
+                ),
+            )
 
     def object(self, bucket: str, key: str, backend_etag: str) -> ObjectRecord | None:
         """Return the facts of one stored version of an object, if recorded."""
@@ -381,6 +390,23 @@ class Catalogue:
             parts,
             bytes(row[4]),
         )
+
+    @contextmanager
+    def _lazy_sync(self, lazy: bool) -> Iterator[None]:
+        """Skip the fsync of the commits inside, when `lazy`.
+
+        In WAL mode a lazy commit is still atomic and survives a crash of
+        the process; only a power loss can drop it. The next full commit
+        syncs it along with its own.
+        """
+        if not lazy:
+            yield
+            return
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -130,3 +130,36 @@ def test_finished_upload_keeps_its_etag(catalogue: Catalogue) -> None:
     upload = catalogue.upload("u")
     assert upload is not None and upload.completed_etag == '"stored-2"'
     assert catalogue.parts("u") == {}
+
+
+def _statements(catalogue: Catalogue, record: ObjectRecord) -> list[str]:
+    executed: list[str] = []
+    catalogue._db.set_trace_callback(executed.append)
+    catalogue.record_object(record)
+    catalogue._db.set_trace_callback(None)
+    return [" ".join(statement.split()[:3]) for statement in executed]
+
+
+def test_rebuildable_record_skips_the_fsync(catalogue: Catalogue) -> None:
+    single = ObjectRecord("b", "k", '"e"', 5, b"sealed", b"h")
+    assert _statements(catalogue, single) == [
+        "PRAGMA synchronous=NORMAL",
+        "INSERT OR REPLACE",
+        "PRAGMA synchronous=FULL",
+    ]
+    (mode,) = catalogue._db.execute("PRAGMA synchronous").fetchone()
+    assert mode == 2  # FULL again for the writes that follow
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        ObjectRecord("b", "k", '"e"', 5, b"sealed", b"h", ((1, 5, b"s" * 16),)),
+        ObjectRecord("b", "k", '"e"', 5, b"sealed", b"h", sealed_checksum=b"c"),
+    ],
+    ids=["part table", "checksum"],
+)
+def test_record_only_the_catalogue_holds_waits_for_disk(
+    catalogue: Catalogue, record: ObjectRecord
+) -> None:
+    assert _statements(catalogue, record) == ["INSERT OR REPLACE"]
