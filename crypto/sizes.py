@@ -19,6 +19,7 @@ __all__ = [
     "SEGMENT_SIZE",
     "TAG_SIZE",
     "SegmentSpan",
+    "covering_bounds",
     "digest_span",
     "part_plaintext_size",
     "part_stored_size",
@@ -131,6 +132,22 @@ def segment_span(
         skip=first - first_segment * SEGMENT_SIZE,
         length=last - first + 1,
     )
+
+
+def covering_bounds(first: int, last: int | None) -> tuple[int, int | None]:
+    """Return the stored bytes ``[start, end)`` with plaintext ``first`` to ``last``.
+
+    This works before the stream's size is known: for every single stream
+    longer than ``first`` bytes, the span of ``first`` to ``min(last, size -
+    1)`` lies inside the result once it is cut at the stream's end. ``last``
+    None, and then ``end`` None, mean up to the end of the stream.
+    """
+    if first < 0 or (last is not None and last < first):
+        raise ValueError(f"invalid plaintext range [{first}, {last}]")
+    start = first // SEGMENT_SIZE * _SEALED_SEGMENT_SIZE
+    if last is None:
+        return start, None
+    return start, (last // SEGMENT_SIZE + 1) * _SEALED_SEGMENT_SIZE
 
 
 def digest_span(plaintext_size: int, *, base_offset: int = 0) -> SegmentSpan:

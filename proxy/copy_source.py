@@ -23,7 +23,7 @@ from proxy.context import S3Request
 from proxy.errors import S3Error
 from proxy.foreign import foreign_policy_allows, open_foreign
 from proxy.lookup import content_length, head_stored
-from proxy.objects import plan_read
+from proxy.object_reads import plan_read
 from proxy.stored import ForeignObject, StoredObject, object_etag
 from proxy.transfer import opened_chunks
 from proxy.upstream import error_from_response

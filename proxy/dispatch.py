@@ -6,7 +6,16 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from proxy import acl, attributes, buckets, bulk_delete, copy, multipart, objects
+from proxy import (
+    acl,
+    attributes,
+    buckets,
+    bulk_delete,
+    copy,
+    multipart,
+    object_reads,
+    objects,
+)
 from proxy.context import S3Request
 from proxy.errors import S3Error
 from proxy.headers import governance_bypass_headers
@@ -146,7 +155,7 @@ def _object(s3: S3Request) -> Handler:
     else:
         table = {
             "PUT": objects.put_object,
-            "GET": objects.get_object,
+            "GET": object_reads.get_object,
             "HEAD": objects.head_object,
             "DELETE": objects.delete_object,
         }

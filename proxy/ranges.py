@@ -6,7 +6,7 @@ import re
 
 from proxy.errors import S3Error
 
-__all__ = ["parse_range"]
+__all__ = ["parse_range", "range_from_start"]
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.ASCII)
 
@@ -36,6 +36,24 @@ def parse_range(value: str | None, size: int) -> tuple[int, int] | None:
     if first >= size:
         raise _unsatisfiable(size)
     return first, min(last, size - 1)
+
+
+def range_from_start(value: str) -> tuple[int, int | None] | None:
+    """Return `(first, last)` of a `bytes=first-last` or `bytes=first-` header.
+
+    `last` is None for the open form. Suffix ranges, which need the
+    object's size, and headers that `parse_range` ignores give None.
+    """
+    match = _RANGE.match(value)
+    if match is None or not match.group(1):
+        return None
+    first = int(match.group(1))
+    if not match.group(2):
+        return first, None
+    last = int(match.group(2))
+    if last < first:
+        return None
+    return first, last
 
 
 def _suffix(length: int, size: int) -> tuple[int, int]:

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.errors import S3Error
-from proxy.ranges import parse_range
+from proxy.ranges import parse_range, range_from_start
 
 
 @pytest.mark.parametrize(
@@ -72,3 +72,40 @@ def test_parse_range_within_object(size: int, first: int, length: int) -> None:
         assert first >= size
         return
     assert result == (first, min(last, size - 1))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("bytes=0-0", (0, 0)),
+        ("bytes=4-7", (4, 7)),
+        ("bytes=4-", (4, None)),
+        ("bytes = 2 - 3", (2, 3)),
+        ("bytes=-7", None),
+        ("bytes=5-2", None),
+        ("bytes=0-1,4-5", None),
+        ("items=0-1", None),
+    ],
+)
+def test_range_from_start_table(
+    value: str, expected: tuple[int, int | None] | None
+) -> None:
+    assert range_from_start(value) == expected
+
+
+RANGE_LIKE = st.from_regex(r"\s?bytes\s?=\s?\d{0,13}\s?-\s?\d{0,13}\s?", fullmatch=True)
+
+
+@given(RANGE_LIKE | st.text(max_size=40), st.integers(min_value=1, max_value=2**40))
+def test_range_from_start_agrees_with_parse_range(value: str, size: int) -> None:
+    """Where it answers, parse_range gives the same range cut to the object."""
+    start = range_from_start(value)
+    if start is None:
+        return
+    first, last = start
+    try:
+        parsed = parse_range(value, size)
+    except S3Error:
+        assert first >= size
+        return
+    assert parsed == (first, size - 1 if last is None else min(last, size - 1))

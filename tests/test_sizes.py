@@ -13,6 +13,7 @@ from crypto.sizes import (
     SEGMENT_SIZE,
     TAG_SIZE,
     SegmentSpan,
+    covering_bounds,
     digest_span,
     part_plaintext_size,
     part_stored_size,
@@ -314,3 +315,25 @@ def test_digest_span_rejects_invalid_arguments() -> None:
         digest_span(-1)
     with pytest.raises(ValueError, match="base_offset"):
         digest_span(0, base_offset=-16)
+
+
+@given(ranges(), st.booleans())
+def test_covering_bounds_contain_any_span(
+    byte_range: tuple[int, int, int], open_ended: bool
+) -> None:
+    first, last, size = byte_range
+    start, end = covering_bounds(first, None if open_ended else last)
+    # the store cuts a range at the end of the object
+    end = sealed_size(size) if end is None else min(end, sealed_size(size))
+    span = segment_span(first, last, size)
+    assert start == span.stored_start
+    assert span.stored_end <= end
+    if not open_ended:
+        assert end == span.stored_end
+
+
+def test_covering_bounds_reject_invalid_range() -> None:
+    with pytest.raises(ValueError):
+        covering_bounds(5, 4)
+    with pytest.raises(ValueError):
+        covering_bounds(-1, None)
