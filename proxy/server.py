@@ -17,6 +17,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from crypto.key_agent import KeyAgent
 from proxy.admin_api import create_admin_app
 from proxy.admin_token import load_or_create_token
+from proxy.allocator import keep_buffers_in_heap
 from proxy.app import AccessLogger, create_app
 from proxy.context import SERVICES
 from proxy.keys import KeyServices
@@ -54,6 +55,7 @@ def run(settings: Settings, context: ssl.SSLContext | None) -> None:
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
     """Run `main` on a new uvloop event loop, then close the loop."""
+    keep_buffers_in_heap()
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     try:
