@@ -27,6 +27,7 @@ from bench.markdown import render
 from bench.options import Options, parse_options
 from bench.payload import Pattern
 from bench.peers import measure_peers
+from bench.primitives import PrimitiveSpeeds, measure_primitives
 from bench.procstat import PeakMemory
 from bench.profile import measure_profile
 from bench.ranges import measure_range
@@ -73,6 +74,9 @@ def main(arguments: list[str] | None = None) -> int:
 
 async def _measure_all(lab: Lab, options: Options, report: Report) -> None:
     pattern = Pattern()
+    report.primitives = await _section(
+        report, "primitives", lambda: _primitives(options)
+    )
     streaming = await _section(
         report, "streaming", lambda: measure_streaming(lab, options, pattern)
     )
@@ -99,6 +103,10 @@ async def _measure_all(lab: Lab, options: Options, report: Report) -> None:
     report.workers = await _section(
         report, "workers", lambda: measure_workers(lab, options, pattern)
     )
+
+
+async def _primitives(options: Options) -> PrimitiveSpeeds:
+    return measure_primitives(options.repeat)
 
 
 async def _section(

@@ -23,6 +23,7 @@ __all__ = [
     "ChildRun",
     "PeakMemory",
     "cpu_seconds",
+    "path_cpu_seconds",
     "process_tree",
     "run_child",
 ]
@@ -47,6 +48,15 @@ def cpu_seconds(pids: Sequence[int]) -> float:
         # utime and stime are fields 14 and 15 of stat, 12 and 13 here.
         total += int(fields[11]) + int(fields[12])
     return total / _CLOCK_TICKS
+
+
+def path_cpu_seconds(pids: Sequence[int]) -> float:
+    """Return the CPU seconds of the processes and of the bench itself so far.
+
+    The bench's own process is the load client, so the sum is what the
+    whole machine spent on a request path.
+    """
+    return cpu_seconds(pids) + time.process_time()
 
 
 def process_tree(pid: int) -> list[int]:

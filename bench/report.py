@@ -12,6 +12,7 @@ from bench.machine import Machine
 from bench.many_streams import ConcurrentResult
 from bench.options import Options
 from bench.peers import PROXY, S3EC, TOOLS, PeersResult
+from bench.primitives import PrimitiveSpeeds
 from bench.profile import AES_GCM, CATEGORIES, ProfileResult
 from bench.ranges import RangeResult
 from bench.results import GIB, MIB, Row, Series, Table, paired_ratios
@@ -49,6 +50,7 @@ class Report:
     small: SmallResult | None = None
     workers: WorkersResult | None = None
     peers: PeersResult | None = None
+    primitives: PrimitiveSpeeds | None = None
     errors: dict[str, str] = field(default_factory=dict)
     durations: dict[str, float] = field(default_factory=dict)
 
@@ -83,6 +85,8 @@ def build_tables(report: Report) -> dict[str, Table]:
         tables["range"] = _range_table(report.range_read)
     if report.small is not None:
         tables["small"] = _small_table(report.small)
+    if report.streaming is not None or report.small is not None:
+        tables["limits"] = _limits_table(report)
     if report.workers is not None:
         tables["workers"] = _workers_table(report.workers)
     if report.peers is not None:
@@ -237,6 +241,12 @@ def _range_table(result: RangeResult) -> Table:
             {"proxy": result.total_bytes, "direct": "", "proxy / direct": ""},
         )
     )
+    table.add(
+        Row(
+            "responses from the backend",
+            {"proxy": result.responses, "direct": "1", "proxy / direct": ""},
+        )
+    )
     ratio = paired_ratios(result.proxy_ms, result.direct_ms)
     table.add(
         Row(
@@ -294,6 +304,64 @@ def _small_table(result: SmallResult) -> Table:
                 )
             )
     return table
+
+
+def _limits_table(report: Report) -> Table:
+    table = Table(
+        "CPU cost of the request path, and the ceiling it sets on the ratio",
+        [
+            "measurement",
+            "direct path CPU",
+            "proxy path CPU",
+            "ceiling: direct / proxy path CPU",
+            "measured proxy / direct",
+        ],
+    )
+    if report.streaming is not None:
+        for size_result in report.streaming.sizes:
+            for operation in OPERATIONS:
+                measured = size_result.operations[operation]
+                table.add(
+                    _limit_row(
+                        f"{operation} {size_text(size_result.size)} (s/GiB)",
+                        measured.direct_path_cpu_per_gib,
+                        measured.proxy_path_cpu_per_gib,
+                        paired_ratios(measured.proxy_mibps, measured.direct_mibps),
+                    )
+                )
+    if report.small is not None:
+        for operation in ("PUT", "GET"):
+            direct = report.small.sides[operation, "direct"]
+            proxy = report.small.sides[operation, "proxy"]
+            table.add(
+                _limit_row(
+                    f"small {operation} (ms/request)",
+                    direct.path_cpu_ms_per_request,
+                    proxy.path_cpu_ms_per_request,
+                    paired_ratios(
+                        proxy.requests_per_second, direct.requests_per_second
+                    ),
+                )
+            )
+    if report.primitives is not None:
+        table.notes.append(
+            "On one core of this machine, in the same run, AES-256-GCM sealed "
+            f"64 KiB segments at {report.primitives.aes_gcm_mibps.text()} MiB/s "
+            f"and MD5 hashed at {report.primitives.md5_mibps.text()} MiB/s."
+        )
+    return table
+
+
+def _limit_row(label: str, direct: Series, proxy: Series, measured: Series) -> Row:
+    return Row(
+        label,
+        {
+            "direct path CPU": direct,
+            "proxy path CPU": proxy,
+            "ceiling: direct / proxy path CPU": paired_ratios(direct, proxy),
+            "measured proxy / direct": measured,
+        },
+    )
 
 
 def _workers_table(result: WorkersResult) -> Table:

@@ -49,6 +49,16 @@ class Lab:
         """Process id of the main proxy."""
         return self.proxy.process.pid
 
+    def path_pids(self, side: str) -> list[int]:
+        """Return the server processes a request of `side` runs through.
+
+        "direct" is SeaweedFS alone, any other side the main proxy too.
+        """
+        pids = process_tree(self.backend.process.pid)
+        if side != "direct":
+            pids.append(self.proxy_pid)
+        return pids
+
 
 @contextlib.contextmanager
 def running_lab(root: Path) -> Iterator[Lab]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from bench.client import S3Client
 from bench.options import Options
 from bench.payload import Pattern, PatternBody
-from bench.procstat import cpu_seconds
+from bench.procstat import cpu_seconds, path_cpu_seconds
 from bench.results import Series, percentile
 from bench.servers import Lab
 
@@ -38,6 +38,8 @@ class SmallSide:
     p50_ms: Series = field(default_factory=lambda: Series(digits=2))
     p99_ms: Series = field(default_factory=lambda: Series(digits=2))
     cpu_ms_per_request: Series = field(default_factory=lambda: Series(digits=2))
+    # CPU of SeaweedFS and the client, plus the proxy's on the proxy side
+    path_cpu_ms_per_request: Series = field(default_factory=lambda: Series(digits=2))
 
 
 @dataclass
@@ -68,14 +70,19 @@ async def measure_small(lab: Lab, options: Options, pattern: Pattern) -> SmallRe
             for operation in OPERATIONS:
                 for side, client in clients.items():
                     run = _Run(client, buckets[side], f"r{repetition}", options, body)
+                    path = lab.path_pids(side)
                     before = cpu_seconds([lab.proxy_pid])
+                    path_before = path_cpu_seconds(path)
                     if operation == "PUT":
                         written[side] = await run.put()
                     else:
                         await run.get(written[side])
                     used = cpu_seconds([lab.proxy_pid]) - before
+                    path_used = path_cpu_seconds(path) - path_before
                     run.record(
-                        result.sides[operation, side], used if side == "proxy" else None
+                        result.sides[operation, side],
+                        used if side == "proxy" else None,
+                        path_used,
                     )
     finally:
         for client in clients.values():
@@ -127,11 +134,12 @@ class _Run:
 
         await self._loops(loop)
 
-    def record(self, side: SmallSide, proxy_cpu: float | None) -> None:
-        """Add this run's rate, latency percentiles and proxy CPU time to `side`."""
+    def record(self, side: SmallSide, proxy_cpu: float | None, path_cpu: float) -> None:
+        """Add this run's rate, latency percentiles and CPU times to `side`."""
         side.requests_per_second.add(len(self._latencies) / self._elapsed)
         if proxy_cpu is not None:
             side.cpu_ms_per_request.add(proxy_cpu / len(self._latencies) * 1000)
+        side.path_cpu_ms_per_request.add(path_cpu / len(self._latencies) * 1000)
         side.p50_ms.add(percentile(self._latencies, 0.50) * 1000)
         side.p99_ms.add(percentile(self._latencies, 0.99) * 1000)
 

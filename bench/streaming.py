@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from bench.client import Response, S3Client
 from bench.options import Options
 from bench.payload import Pattern
-from bench.procstat import PeakMemory, cpu_seconds
+from bench.procstat import PeakMemory, cpu_seconds, path_cpu_seconds
 from bench.results import GIB, MIB, Series
 from bench.servers import Lab
 
@@ -45,6 +45,9 @@ class OperationResult:
     proxy_mibps: Series = field(default_factory=Series)
     proxy_cpu_per_gib: Series = field(default_factory=lambda: Series(digits=2))
     proxy_peak_mib: Series = field(default_factory=lambda: Series(digits=1))
+    # CPU of SeaweedFS and the client, plus the proxy's on the proxy side
+    direct_path_cpu_per_gib: Series = field(default_factory=lambda: Series(digits=2))
+    proxy_path_cpu_per_gib: Series = field(default_factory=lambda: Series(digits=2))
 
 
 @dataclass
@@ -157,7 +160,10 @@ async def _repetition(
     for operation in OPERATIONS:
         for client, bucket in targets.pairs():
             measured = result.operations[operation]
-            if client is targets.proxy:
+            side = "proxy" if client is targets.proxy else "direct"
+            path = lab.path_pids(side)
+            path_before = path_cpu_seconds(path)
+            if side == "proxy":
                 before = cpu_seconds([lab.proxy_pid])
                 with PeakMemory(lab.proxy_pid) as peak:
                     response = await _transfer(client, operation, bucket, pattern, size)
@@ -165,9 +171,13 @@ async def _repetition(
                 measured.proxy_mibps.add(size / response.seconds / MIB)
                 measured.proxy_cpu_per_gib.add(used / (size / GIB))
                 measured.proxy_peak_mib.add(peak.peak_bytes / MIB)
+                path_series = measured.proxy_path_cpu_per_gib
             else:
                 response = await _transfer(client, operation, bucket, pattern, size)
                 measured.direct_mibps.add(size / response.seconds / MIB)
+                path_series = measured.direct_path_cpu_per_gib
+            path_used = path_cpu_seconds(path) - path_before
+            path_series.add(path_used / (size / GIB))
 
 
 async def _transfer(

@@ -37,6 +37,7 @@ EXPECTED_ROWS = (
     "16 x 4 MiB GET",
     "body bytes fetched from the backend",
     "all bytes from the backend, headers included",
+    "responses from the backend",
     "range read latency (ms)",
     "small PUT requests/s",
     "small PUT proxy CPU per request (ms)",
@@ -46,6 +47,12 @@ EXPECTED_ROWS = (
     "small GET proxy CPU per request (ms)",
     "small GET p50 latency (ms)",
     "small GET p99 latency (ms)",
+    "PUT 1 MiB (s/GiB)",
+    "GET 1 MiB (s/GiB)",
+    "PUT 8 MiB (s/GiB)",
+    "GET 8 MiB (s/GiB)",
+    "small PUT (ms/request)",
+    "small GET (ms/request)",
     "workers PUT",
     "workers GET",
     "peers upload time (s)",
@@ -83,3 +90,4 @@ def test_quick_bench_writes_report(tmp_path: Path) -> None:
     missing = [row for row in EXPECTED_ROWS if row not in labels]
     assert not missing, f"rows missing from benchmarks.md: {missing}"
     assert "This measurement failed" not in report
+    assert "AES-256-GCM sealed 64 KiB segments at" in report
