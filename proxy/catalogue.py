@@ -397,9 +397,10 @@ class Catalogue:
 
         In WAL mode a lazy commit is still atomic and survives a crash of
         the process; only a power loss can drop it. The next full commit
-        syncs it along with its own.
+        syncs it along with its own. Inside a transaction, which SQLite lets
+        no one change the setting of, the commit keeps its fsync.
         """
-        if not lazy:
+        if not lazy or self._db.in_transaction:
             yield
             return
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -20,6 +20,7 @@ from proxy.context import S3Request
 from proxy.errors import object_changed
 from proxy.headers import HEADER_METADATA
 from proxy.lookup import content_length, version_query
+from proxy.ranges import range_from_start
 from proxy.stored import ForeignObject
 from proxy.streams import client_may_leave, relay
 from proxy.upstream import error_from_response
@@ -69,6 +70,8 @@ _RESPONSE_HEADERS = (
 # The object store's request ids name its own request, not the client's.
 _DROPPED_HEADERS = ("x-amz-request-id", "x-amz-id-2")
 _RESERVED_METADATA = "x-amz-meta-byok-"
+# The largest object S3 stores: 5 TiB.
+_MAX_OBJECT_SIZE = 5 * 2**40
 
 
 def foreign_policy_allows(s3: S3Request) -> bool:
@@ -108,6 +111,8 @@ async def serve_foreign(s3: S3Request, method: str) -> web.StreamResponse:
         for name in _REQUEST_HEADERS
         if name in s3.http.headers
     }
+    if "Range" in headers:
+        headers["Range"] = _bounded_range(headers["Range"])
     query = [(name, value) for name, value in s3.query.items() if name in _QUERY]
     upstream = await s3.services.upstream.request(
         method, s3.bucket, s3.key, query=query, headers=headers
@@ -116,7 +121,11 @@ async def serve_foreign(s3: S3Request, method: str) -> web.StreamResponse:
         if upstream.status == 304:
             return web.Response(status=304, headers=_answer_headers(upstream.headers))
         if upstream.status not in (200, 206):
-            raise await error_from_response(upstream)
+            error = await error_from_response(upstream)
+            if upstream.status == 416 and "Content-Range" in upstream.headers:
+                # the stored size is the plaintext size of a foreign object
+                error.headers["Content-Range"] = upstream.headers["Content-Range"]
+            raise error
         _check_still_foreign(upstream.headers)
         response = web.StreamResponse(
             status=upstream.status, headers=_answer_headers(upstream.headers)
@@ -131,6 +140,22 @@ async def serve_foreign(s3: S3Request, method: str) -> web.StreamResponse:
         return response
     finally:
         upstream.release()
+
+
+def _bounded_range(value: str) -> str:
+    """Return `value` with a last byte beyond any object's size left open.
+
+    S3 cuts such a range at the object's end, but SeaweedFS 4.48 rejects a
+    last byte that overflows int64 with 416. `bytes=first-` means the same
+    for every object S3 can store.
+    """
+    requested = range_from_start(value)
+    if requested is None:
+        return value
+    first, last = requested
+    if last is None or last < _MAX_OBJECT_SIZE:
+        return value
+    return f"bytes={first}-"
 
 
 async def open_foreign(

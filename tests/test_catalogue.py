@@ -163,3 +163,11 @@ def test_record_only_the_catalogue_holds_waits_for_disk(
     catalogue: Catalogue, record: ObjectRecord
 ) -> None:
     assert _statements(catalogue, record) == ["INSERT OR REPLACE"]
+
+
+def test_rebuildable_record_inside_transaction(catalogue: Catalogue) -> None:
+    single = ObjectRecord("b", "k", '"e"', 5, b"sealed", b"h")
+    catalogue._db.execute("BEGIN")
+    catalogue.record_object(single)
+    catalogue._db.execute("COMMIT")
+    assert catalogue.object("b", "k", '"e"') == single
