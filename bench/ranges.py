@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from bench.client import S3Client
 from bench.options import Options
+from bench.procstat import cpu_seconds
 from bench.results import Series
 from bench.servers import Lab
 from bench.streaming import LargestObjects
@@ -37,6 +38,8 @@ class RangeResult:
     responses: Series = field(default_factory=Series)
     direct_ms: Series = field(default_factory=lambda: Series(digits=2))
     proxy_ms: Series = field(default_factory=lambda: Series(digits=2))
+    # the main proxy's CPU time per timed read, one value per repetition
+    proxy_cpu_ms: Series = field(default_factory=lambda: Series(digits=2))
 
 
 async def measure_range(
@@ -58,19 +61,22 @@ async def measure_range(
             await client.request(
                 "GET", bucket, objects.key, headers=headers, expect=(206,)
             )
-        for _ in range(options.range_samples * options.repeat):
-            for client, bucket, series in (
-                (direct, objects.direct_bucket, result.direct_ms),
-                (proxy, objects.proxy_bucket, result.proxy_ms),
-            ):
-                response = await client.request(
-                    "GET", bucket, objects.key, headers=headers, expect=(206,)
-                )
-                if response.body_size != 1:
-                    raise AssertionError(
-                        f"range read returned {response.body_size} bytes, expected 1"
+        for _ in range(options.repeat):
+            proxy_cpu = 0.0
+            for _ in range(options.range_samples):
+                for client, bucket, series in (
+                    (direct, objects.direct_bucket, result.direct_ms),
+                    (proxy, objects.proxy_bucket, result.proxy_ms),
+                ):
+                    before = cpu_seconds([lab.proxy_pid])
+                    response = await client.request(
+                        "GET", bucket, objects.key, headers=headers, expect=(206,)
                     )
-                series.add(response.seconds * 1000)
+                    if client is proxy:
+                        proxy_cpu += cpu_seconds([lab.proxy_pid]) - before
+                    _check_one_byte(response.body_size)
+                    series.add(response.seconds * 1000)
+            result.proxy_cpu_ms.add(proxy_cpu / options.range_samples * 1000)
     finally:
         await direct.close()
         await proxy.close()
@@ -81,6 +87,11 @@ async def measure_range(
         result.proxy_ms.text(),
     )
     return result
+
+
+def _check_one_byte(body_size: int) -> None:
+    if body_size != 1:
+        raise AssertionError(f"range read returned {body_size} bytes, expected 1")
 
 
 async def _count_fetched(

@@ -260,6 +260,12 @@ def _range_table(result: RangeResult) -> Table:
             _verdict(bool(ratio.values) and ratio.median <= RANGE_LATENCY_TARGET),
         )
     )
+    table.add(
+        Row(
+            "proxy CPU per range read (ms)",
+            {"proxy": result.proxy_cpu_ms, "direct": "", "proxy / direct": ""},
+        )
+    )
     return table
 
 

@@ -39,6 +39,7 @@ EXPECTED_ROWS = (
     "all bytes from the backend, headers included",
     "responses from the backend",
     "range read latency (ms)",
+    "proxy CPU per range read (ms)",
     "small PUT requests/s",
     "small PUT proxy CPU per request (ms)",
     "small PUT p50 latency (ms)",
