@@ -153,7 +153,7 @@ def _wait_until_serving(backend: Backend, timeout: float = 60) -> None:
         aws_access_key_id=backend.access_key,
         aws_secret_access_key=backend.secret_key,
         region_name="us-east-1",
-        config=Config(retries={"max_attempts": 1}),
+        config=Config(retries={"total_max_attempts": 1}),
     )
     deadline = time.monotonic() + timeout
     while True:

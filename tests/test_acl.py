@@ -37,7 +37,7 @@ def org_id(stack: Stack, tenant: Tenant) -> str:
 @pytest.fixture(scope="module")
 def other_s3(stack: Stack) -> Any:
     other = stack.tenant("acl-other-" + secrets.token_hex(4))
-    return stack.client(other, config=Config(retries={"max_attempts": 1}))
+    return stack.client(other, config=Config(retries={"total_max_attempts": 1}))
 
 
 def _error(call: Callable[[], object]) -> tuple[int, str]:

@@ -38,7 +38,7 @@ from tests.conftest import Stack, Tenant, remove_bucket
 from tests.stack import Backend, ProxyProcess, byok, start_backend, start_proxy
 
 CANARY = b"BAD-INPUT-CANARY-plaintext "
-NO_RETRIES = Config(retries={"max_attempts": 1})
+NO_RETRIES = Config(retries={"total_max_attempts": 1})
 UNSIGNED = "UNSIGNED-PAYLOAD"
 MIB = 1024 * 1024
 

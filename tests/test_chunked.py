@@ -327,7 +327,7 @@ def _botocore_put(
         "s3",
         endpoint_url="https://s3.local.test",
         region_name="us-east-1",
-        config=Config(signature_version="s3v4", retries={"max_attempts": 1}),
+        config=Config(signature_version="s3v4", retries={"total_max_attempts": 1}),
     )
 
     def stop(request: Any, **_: Any) -> None:

@@ -26,7 +26,7 @@ LOCKED = {"ObjectLockEnabled": "Enabled"}
 @pytest.fixture(scope="module")
 def other_s3(stack: Stack) -> Any:
     other = stack.tenant("lock-other-" + secrets.token_hex(4))
-    return stack.client(other, config=Config(retries={"max_attempts": 1}))
+    return stack.client(other, config=Config(retries={"total_max_attempts": 1}))
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ CANARY = b"REVOCATION-CANARY-plaintext-line "
 SINGLE_KEY = "ledger.txt"
 MULTIPART_KEY = "archive.bin"
 PART_SIZE = 5 * 1024 * 1024
-NO_RETRIES = Config(retries={"max_attempts": 1})
+NO_RETRIES = Config(retries={"total_max_attempts": 1})
 
 
 @dataclass

@@ -396,7 +396,7 @@ def test_request_time_formats() -> None:
 def v2(stack: Stack, tenant: Tenant) -> Any:
     """A boto3 client that signs every request with SigV2."""
     return stack.client(
-        tenant, config=Config(signature_version="s3", retries={"max_attempts": 1})
+        tenant, config=Config(signature_version="s3", retries={"total_max_attempts": 1})
     )
 
 
@@ -705,7 +705,7 @@ def _override_headers(client: Any, event: str, **changes: str | None) -> None:
 def v2_isolated(stack: Stack, tenant: Tenant) -> Iterator[Any]:
     """A SigV2 boto3 client of its own, for tests that register events."""
     yield stack.client(
-        tenant, config=Config(signature_version="s3", retries={"max_attempts": 1})
+        tenant, config=Config(signature_version="s3", retries={"total_max_attempts": 1})
     )
 
 
@@ -792,7 +792,7 @@ def v2_virtual(tenant: Tenant, router: LoopbackRouter) -> Any:
         config=Config(
             signature_version="s3",
             s3={"addressing_style": "virtual"},
-            retries={"max_attempts": 1},
+            retries={"total_max_attempts": 1},
         ),
     )
     client.meta.events.register_first("before-send.s3", router)
