@@ -127,7 +127,13 @@ async def stream_plaintext(
         if upstream.status not in (200, 206):
             raise await _read_error(upstream)
         chunks = opened_chunks(upstream.content.iter_any(), pieces, first_stored)
-        first = await _first_chunk(s3, chunks)
+        first = await _next_chunk(s3, chunks)
+        if len(first) == content_length:
+            # The whole body is open and verified once the stream ends, so
+            # one write carries the headers and the body.
+            if await _next_chunk(s3, chunks):
+                raise decryption_failed(s3, "more plaintext than planned")
+            return web.Response(status=status, headers=headers, body=first)
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = content_length
         async with client_may_leave(s3):
@@ -151,7 +157,8 @@ def client_disconnected(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-async def _first_chunk(s3: S3Request, chunks: AsyncIterator[bytes]) -> bytes:
+async def _next_chunk(s3: S3Request, chunks: AsyncIterator[bytes]) -> bytes:
+    """Return the next plaintext chunk, or b"" at the end, before any response."""
     try:
         return await anext(chunks)
     except StopAsyncIteration:

@@ -185,7 +185,7 @@ def _boto3_client(style: str = "path", region: str = "us-east-1") -> Any:
     config = Config(
         s3={"addressing_style": style},
         signature_version="s3v4",
-        retries={"max_attempts": 1},
+        retries={"total_max_attempts": 1},
     )
     return session.client("s3", endpoint_url=ENDPOINT, config=config)
 
@@ -1477,7 +1477,7 @@ def _loopback_client(server: LoopbackServer) -> Any:
     session = boto3.session.Session(
         aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET
     )
-    config = Config(signature_version="s3v4", retries={"max_attempts": 1})
+    config = Config(signature_version="s3v4", retries={"total_max_attempts": 1})
     return session.client(
         "s3", endpoint_url=server.url, region_name="us-east-1", config=config
     )
@@ -1519,7 +1519,7 @@ def test_loopback_wrong_secret_rejected(loopback: LoopbackServer) -> None:
     session = boto3.session.Session(
         aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET + "x"
     )
-    config = Config(signature_version="s3v4", retries={"max_attempts": 1})
+    config = Config(signature_version="s3v4", retries={"total_max_attempts": 1})
     client = session.client(
         "s3", endpoint_url=loopback.url, region_name="us-east-1", config=config
     )

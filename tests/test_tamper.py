@@ -60,7 +60,7 @@ class Read:
 @pytest.fixture(scope="module")
 def client(stack: Stack, tenant: Tenant) -> Any:
     """A client that does not retry, so each read is one request."""
-    return stack.client(tenant, config=Config(retries={"max_attempts": 1}))
+    return stack.client(tenant, config=Config(retries={"total_max_attempts": 1}))
 
 
 def _read(client: Any, bucket: str, key: str, byte_range: str | None = None) -> Read:
@@ -195,6 +195,32 @@ def test_tamper_segment_byte_flip(
     spec, first, last = _covering_range(offset)
     ranged = _read(client, bucket, "flip", spec)
     _assert_no_wrong_bytes(ranged, data[first : last + 1])
+    _assert_still_serving(client, bucket)
+
+
+@pytest.mark.parametrize("repoint", [False, True])
+def test_tamper_digest_segment_is_an_error(
+    stack: Stack, client: Any, backend_s3: Any, bucket: str, repoint: bool
+) -> None:
+    """All the plaintext is in the first segment, the digest ends in the second.
+
+    The damaged final segment holds no plaintext, so the whole body could be
+    sent before the damage shows. The proxy must answer with an error instead.
+    """
+    data = _put_original(client, bucket, "digest", size=S - 15)
+    body, metadata = _stored(backend_s3, bucket, "digest")
+    etag = _store(backend_s3, bucket, "digest", _flip(body, len(body) - 1), metadata)
+    if repoint:
+        _repoint(stack, bucket, "digest", etag)
+
+    read = _read(client, bucket, "digest")
+    assert read.code == "DecryptionFailed"
+    assert read.status == 400
+    assert read.data == b""
+    # A range opens only its own segments, and none of them was damaged.
+    ranged = _read(client, bucket, "digest", f"bytes=0-{len(data) - 1}")
+    assert ranged.status == 206
+    assert ranged.data == data
     _assert_still_serving(client, bucket)
 
 
@@ -459,7 +485,9 @@ def test_tamper_other_organisation_object(
     new_bucket: Callable[..., str],
 ) -> None:
     intruder = stack.tenant("tamper-intruder")
-    intruder_s3 = stack.client(intruder, config=Config(retries={"max_attempts": 1}))
+    intruder_s3 = stack.client(
+        intruder, config=Config(retries={"total_max_attempts": 1})
+    )
     intruder_bucket = new_bucket(intruder_s3)
     intruder_s3.put_object(Bucket=intruder_bucket, Key="planted", Body=b"x" * 1000)
     body, metadata = _stored(backend_s3, intruder_bucket, "planted")

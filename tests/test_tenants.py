@@ -30,7 +30,7 @@ def other(stack: Stack) -> Tenant:
 
 @pytest.fixture(scope="module")
 def other_s3(stack: Stack, other: Tenant) -> Any:
-    return stack.client(other, config=Config(retries={"max_attempts": 1}))
+    return stack.client(other, config=Config(retries={"total_max_attempts": 1}))
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ class RawResponses:
 
 
 def client_with_raw(stack: Stack, tenant: Tenant) -> tuple[Any, RawResponses]:
-    client = stack.client(tenant, config=Config(retries={"max_attempts": 1}))
+    client = stack.client(tenant, config=Config(retries={"total_max_attempts": 1}))
     return client, RawResponses(client)
 
 
