@@ -37,7 +37,7 @@ class Options:
     worker_streams: int = 4
     worker_size: int = 256 * MIB
     peer_size: int = GIB
-    range_samples: int = 20
+    range_samples: int = 100
 
 
 def parse_size(text: str) -> int:
