@@ -13,7 +13,6 @@ the top of the heap stays reserved up to `_TRIM_THRESHOLD`.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 __all__ = ["keep_buffers_in_heap"]
@@ -33,10 +32,9 @@ def keep_buffers_in_heap() -> bool:
     Other C libraries have no mallopt, or other parameters, and are left
     as they are.
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
+    # The interpreter's own symbols include its C library's. find_library
+    # would run ldconfig in a subprocess instead.
+    libc = ctypes.CDLL(None)
     if not hasattr(libc, "gnu_get_libc_version"):
         return False
     applied = bool(
