@@ -162,10 +162,10 @@ def _header(report: Report) -> list[str]:
         "![Throughput and proxy peak memory against object size](benchmarks.png)",
         "",
         "**Disturbance.** The machine has two cores shared by SeaweedFS, the "
-        "proxy and the load client, and other work ran on it at the same "
-        f"time. The load average was {report.load_before} (1, 5 and 15 "
-        f"minutes) before the run and {report.load_after} after it. "
-        "Throughput, latency and requests per second are disturbed by that; "
+        f"proxy and the load client. The load average was {report.load_before} "
+        f"(1, 5 and 15 minutes) before the run and {report.load_after} after "
+        "it, which includes the bench's own load. Other work on the machine "
+        "would disturb throughput, latency and requests per second, and "
         "ratios of neighbouring direct and proxy requests less so. Bytes "
         "fetched and peak memory are not timing figures and are not "
         "disturbed, and CPU seconds only a little.",
