@@ -41,8 +41,6 @@ __all__ = [
     "read_headers",
 ]
 
-_CONTENT_RANGE_TOTAL = "/"
-
 
 @serves_foreign
 async def get_object(s3: S3Request) -> web.StreamResponse:
@@ -107,12 +105,12 @@ async def _get_range_at_once(
             return await _get_part_or_range(s3, stored, upstream_headers, range_header)
         if upstream.status not in (200, 206):
             raise await error_from_response(upstream)
-        fetched_start, stored_size = _fetched(upstream)
+        fetched_start, fetched_end, stored_size = _fetched(upstream)
         stored = open_stored(s3, upstream.headers, stored_size)
         byte_range = parse_range(range_header, stored.plaintext_size)
         assert byte_range is not None  # parse_range ignores no `first-` range
         pieces = plan_read(stored, byte_range)
-        if not _covers(pieces, fetched_start, upstream):
+        if not _covers(pieces, fetched_start, fetched_end):
             upstream.release()
             return await _get_part_or_range(s3, stored, upstream.headers, range_header)
         etag = await object_etag(s3, stored)
@@ -126,12 +124,13 @@ async def _get_range_at_once(
     )
 
 
-def _fetched(upstream: aiohttp.ClientResponse) -> tuple[int, int]:
-    """Return the first stored offset in the body and the stored object's size."""
+def _fetched(upstream: aiohttp.ClientResponse) -> tuple[int, int, int]:
+    """Return the body's stored offsets `[start, end)` and the object's stored size."""
+    length = content_length(upstream.headers)
     if upstream.status == 200:
-        return 0, content_length(upstream.headers)
+        return 0, length, length
     content_range = upstream.headers.get("Content-Range", "")
-    unit_and_span, _, total = content_range.rpartition(_CONTENT_RANGE_TOTAL)
+    unit_and_span, _, total = content_range.rpartition("/")
     first = unit_and_span.removeprefix("bytes ").partition("-")[0]
     if not (
         first.isascii() and first.isdigit() and total.isascii() and total.isdigit()
@@ -139,14 +138,11 @@ def _fetched(upstream: aiohttp.ClientResponse) -> tuple[int, int]:
         raise S3Error(
             "InternalError", "The object store sent no valid Content-Range", 502
         )
-    return int(first), int(total)
+    return int(first), int(first) + length, int(total)
 
 
-def _covers(
-    pieces: list[Piece], fetched_start: int, upstream: aiohttp.ClientResponse
-) -> bool:
+def _covers(pieces: list[Piece], fetched_start: int, fetched_end: int) -> bool:
     """Return whether the fetched body covers the stored bytes of `pieces`."""
-    fetched_end = fetched_start + content_length(upstream.headers)
     return (
         fetched_start <= pieces[0].stored_start and pieces[-1].stored_end <= fetched_end
     )
@@ -270,7 +266,7 @@ def plan_read(stored: StoredObject, byte_range: tuple[int, int] | None) -> list[
 
 
 def read_headers(upstream: Mapping[str, str], etag: str) -> dict[str, str]:
-    """Return the headers of a GET or HEAD answer: the stored ones and the ETag."""
+    """Return the headers of a GET or HEAD response: the stored ones and the ETag."""
     headers = client_object_headers(upstream)
     headers["ETag"] = etag
     headers["Accept-Ranges"] = "bytes"
