@@ -42,5 +42,8 @@ def keep_buffers_in_heap() -> bool:
         and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     )
     if not applied:
-        log.warning("allocator.unchanged: glibc refused the malloc thresholds")
+        log.warning(
+            "allocator.unchanged: mallopt failed, so large buffers keep glibc's "
+            "default thresholds"
+        )
     return applied

@@ -1,4 +1,4 @@
-"""What a range read asks of the object store.
+"""What a range read requests from the object store.
 
 A second proxy reaches SeaweedFS through a relay that counts the backend's
 responses and body bytes. A `bytes=first-last` or `bytes=first-` read of a
@@ -85,9 +85,7 @@ def test_single_stream_range_takes_one_request(
     assert counts.body_bytes == stored_end - segments[0] * SEALED_SEGMENT
 
 
-def test_suffix_range_asks_for_the_size_first(
-    relayed: Relayed, s3: Any, bucket: str
-) -> None:
+def test_suffix_range_heads_first(relayed: Relayed, s3: Any, bucket: str) -> None:
     s3.put_object(Bucket=bucket, Key="suffix", Body=os.urandom(SIZE))
     _read(relayed, bucket, "suffix", "bytes=-10")
     counts = _read(relayed, bucket, "suffix", "bytes=-10")

@@ -98,7 +98,7 @@ RANGE_LIKE = st.from_regex(r"\s?bytes\s?=\s?\d{0,13}\s?-\s?\d{0,13}\s?", fullmat
 
 @given(RANGE_LIKE | st.text(max_size=40), st.integers(min_value=1, max_value=2**40))
 def test_range_from_start_agrees_with_parse_range(value: str, size: int) -> None:
-    """Where it answers, parse_range gives the same range cut to the object."""
+    """Where it returns a range, parse_range returns it cut to the object."""
     start = range_from_start(value)
     if start is None:
         return

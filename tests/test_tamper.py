@@ -204,8 +204,8 @@ def test_tamper_digest_segment_is_an_error(
 ) -> None:
     """All the plaintext is in the first segment, the digest ends in the second.
 
-    The damaged final segment holds no plaintext, so the whole body could be
-    sent before the damage shows. The proxy must answer with an error instead.
+    The damaged final segment contains no plaintext, so the whole body could be
+    sent before the damage shows. The proxy must return an error instead.
     """
     data = _put_original(client, bucket, "digest", size=S - 15)
     body, metadata = _stored(backend_s3, bucket, "digest")
